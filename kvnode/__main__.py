@@ -1,0 +1,5 @@
+import sys
+
+from kvnode.cli.node import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Coalescing many small calls into few RPCs.
+
+Python gRPC pays a fixed cost per RPC that dwarfs the cost of one more item in a message. A
+``Batcher`` sends at once while fewer than ``max_inflight`` RPCs are outstanding, so an idle link adds
+no delay; once that many are in flight, new calls queue and leave together in the next RPC. This is
+the network twin of group commit, and it lets the replica commit them together as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+I = TypeVar("I")  # noqa: E741 - item
+R = TypeVar("R")  # result
+
+
+class Batcher(Generic[I, R]):
+    def __init__(
+        self,
+        send: Callable[[list[I]], Awaitable[Sequence[R]]],
+        *,
+        max_items: int = 1000,
+        max_bytes: int = 4 * 1024 * 1024,
+        size_of: Callable[[I], int] = lambda _: 1,
+        max_inflight: int = 2,
+    ) -> None:
+        self._send = send
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._size_of = size_of
+        self._max_inflight = max_inflight
+        self._pending: deque[tuple[list[I], asyncio.Future[list[R]]]] = deque()
+        self._inflight = 0
+
+    async def call(self, items: list[I]) -> list[R]:
+        """Send ``items`` (perhaps with others' items) and return their results, in order."""
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, future))
+        self._flush()
+        return await future
+
+    def _flush(self) -> None:
+        while self._pending and self._inflight < self._max_inflight:
+            groups: list[tuple[list[I], asyncio.Future[list[R]]]] = []
+            count = size = 0
+            while self._pending:
+                items, _ = self._pending[0]
+                item_bytes = sum(self._size_of(i) for i in items)
+                if groups and (count + len(items) > self._max_items or size + item_bytes > self._max_bytes):
+                    break
+                groups.append(self._pending.popleft())
+                count += len(items)
+                size += item_bytes
+            self._inflight += 1
+            asyncio.get_running_loop().create_task(self._run(groups))
+
+    async def _run(self, groups: list[tuple[list[I], asyncio.Future[list[R]]]]) -> None:
+        try:
+            flat = [item for items, _ in groups for item in items]
+            try:
+                results = list(await self._send(flat))
+            except BaseException as exc:
+                for _, future in groups:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            start = 0
+            for items, future in groups:
+                if not future.done():
+                    future.set_result(results[start : start + len(items)])
+                start += len(items)
+        finally:
+            self._inflight -= 1
+            self._flush()

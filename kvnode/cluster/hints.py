@@ -1,0 +1,139 @@
+"""Hinted handoff: the writes a replica missed, kept durably and replayed when it is back.
+
+A coordinator stores a hint for every replica whose Apply failed, in the same LMDB store as its data
+(so hints survive a restart), and a background loop delivers them as repairs. Hints are bounded:
+older than ``max_age`` they are dropped at replay time, and a replica's backlog never grows past
+``max_bytes``. Anti-entropy repairs whatever a dropped hint would have carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from kvnode.cluster.peers import ReplicaSet
+from kvnode.cluster.topology import Topology
+from kvnode.hlc import HybridClock, physical_ms
+from kvnode.metrics import NodeMetrics
+from kvnode.record import Record
+from kvnode.storage.engine import Hint, Storage, WriteTxn
+from kvnode.storage.groupcommit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+
+
+def _delete_hints(ids: list[bytes], txn: WriteTxn) -> list[int]:
+    return [txn.delete_hint(i) for i in ids]
+
+
+class HintedHandoff:
+    def __init__(
+        self,
+        storage: Storage,
+        committer: GroupCommitter,
+        replicas: ReplicaSet,
+        topology: Topology,
+        clock: HybridClock,
+        metrics: NodeMetrics,
+        *,
+        max_age: float,
+        max_bytes: int,
+    ) -> None:
+        self._storage = storage
+        self._committer = committer
+        self._replicas = replicas
+        self._topology = topology
+        self._clock = clock
+        self._metrics = metrics
+        self._max_age_ms = int(max_age * 1000)
+        self._max_bytes = max_bytes
+        self._totals: dict[str, list[int]] = {t: [n, b] for t, (n, b) in storage.hint_totals().items()}
+        self._tasks: set[asyncio.Task[None]] = set()
+        for target in self._totals:
+            self._publish(target)
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Per target: (hints, bytes) pending."""
+        return {t: (n, b) for t, (n, b) in self._totals.items() if n}
+
+    def defer(self, target: str, records: list[Record]) -> None:
+        """Keep ``records`` for ``target``, in the background; the request does not wait."""
+        if self._topology.membership.member(target) is None:
+            self._metrics.hints_dropped.labels(target, "not_member").inc(len(records))
+            return
+        if self._totals.get(target, [0, 0])[1] >= self._max_bytes:
+            self._metrics.hints_dropped.labels(target, "full").inc(len(records))
+            log.warning("hint backlog for %s is full; anti-entropy will repair it", target)
+            return
+        task = asyncio.get_running_loop().create_task(self._store(target, records))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store(self, target: str, records: list[Record]) -> None:
+        created = physical_ms(self._clock.wall())
+        try:
+            sizes = await self._committer.submit(
+                lambda txn: [txn.add_hint(target, r, created)[1] for r in records]
+            )
+        except Exception as exc:  # noqa: BLE001 - a hint lost to a full disk is repaired later
+            self._metrics.hints_dropped.labels(target, "store_failed").inc(len(records))
+            log.warning("could not store %d hints for %s: %s", len(records), target, exc)
+            return
+        self._account(target, len(sizes), sum(sizes))
+        self._metrics.hints_stored.labels(target).inc(len(sizes))
+
+    def _account(self, target: str, count: int, size: int) -> None:
+        entry = self._totals.setdefault(target, [0, 0])
+        entry[0] += count
+        entry[1] += size
+        self._publish(target)
+
+    def _publish(self, target: str) -> None:
+        count, size = self._totals[target]
+        self._metrics.hints_pending.labels(target).set(count)
+        self._metrics.hint_bytes.labels(target).set(size)
+
+    async def replay_all(self) -> int:
+        """Deliver every target's hints that can be delivered now; returns how many were."""
+        delivered = 0
+        for target in [t for t, (n, _) in self._totals.items() if n]:
+            try:
+                delivered += await self.replay(target)
+            except Exception as exc:  # noqa: BLE001 - the target is down; try again next round
+                log.debug("hint replay to %s paused: %s", target, exc)
+        return delivered
+
+    async def replay(self, target: str) -> int:
+        delivered = 0
+        while True:
+            hints = self._storage.hints(target, PAGE)
+            if not hints:
+                return delivered
+            keep = self._deliverable(target, hints)
+            if keep:
+                peer = self._replicas.peer(target)
+                if peer is None:
+                    return delivered
+                await peer.apply([(h.record, False) for h in keep], repair=True)
+                self._metrics.hints_replayed.labels(target).inc(len(keep))
+                delivered += len(keep)
+            freed = await self._committer.submit(functools.partial(_delete_hints, [h.id for h in hints]))
+            self._account(target, -sum(1 for f in freed if f), -sum(freed))
+
+    def _deliverable(self, target: str, hints: list[Hint]) -> list[Hint]:
+        """The hints still worth sending; the rest are counted as dropped."""
+        if self._topology.membership.member(target) is None:
+            self._metrics.hints_dropped.labels(target, "not_member").inc(len(hints))
+            return []
+        now = physical_ms(self._clock.wall())
+        keep = [h for h in hints if now - h.created_ms <= self._max_age_ms]
+        if len(keep) < len(hints):
+            self._metrics.hints_dropped.labels(target, "expired").inc(len(hints) - len(keep))
+        return keep
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,60 @@
+"""The set of replicas this node can reach, kept in step with the membership."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from kvnode.cluster.replicas import LocalReplica, PeerLink, Replica
+from kvnode.membership import Membership
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaSet:
+    def __init__(self, local: LocalReplica, make_link: Callable[[str, str], PeerLink]) -> None:
+        self.local = local
+        self._make_link = make_link
+        self._links: dict[str, PeerLink] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def sync(self, membership: Membership) -> None:
+        """Open links to new members, and close links to members that left or moved."""
+        wanted = {m.id: m.address for m in membership.members if m.id != self.local.id}
+        for member_id, link in list(self._links.items()):
+            if wanted.get(member_id) != link.address:
+                del self._links[member_id]
+                self._close_later(link)
+        for member_id, address in wanted.items():
+            if member_id not in self._links:
+                self._links[member_id] = self._make_link(member_id, address)
+
+    def _close_later(self, link: PeerLink) -> None:
+        task = asyncio.get_running_loop().create_task(link.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def get(self, member_id: str) -> Replica:
+        if member_id == self.local.id:
+            return self.local
+        return self._links[member_id]
+
+    def peer(self, member_id: str) -> PeerLink | None:
+        return self._links.get(member_id)
+
+    @property
+    def peers(self) -> list[PeerLink]:
+        return list(self._links.values())
+
+    def preferred(self, replicas: tuple[str, ...]) -> list[str]:
+        """Replicas in the order to ask them: this node, then healthy peers, then the rest."""
+        local = [r for r in replicas if r == self.local.id]
+        healthy = [r for r in replicas if r != self.local.id and self._links[r].healthy]
+        rest = [r for r in replicas if r != self.local.id and not self._links[r].healthy]
+        return local + healthy + rest
+
+    async def close(self) -> None:
+        links = list(self._links.values())
+        self._links.clear()
+        await asyncio.gather(*(link.close() for link in links), *self._closing, return_exceptions=True)

@@ -1,0 +1,284 @@
+"""The replicas a coordinator talks to: this node's own store, or a peer over gRPC.
+
+Both offer the same calls, so the coordinator never special-cases itself beyond a fast path.
+Calls to a peer for client traffic are batched (see ``batching``); repairs, scans and transfers
+are already batches and go out as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, replica_pb2, replica_pb2_grpc, types_pb2
+from kvnode.cluster.batching import Batcher
+from kvnode.errors import KVError, Unavailable, from_status
+from kvnode.hlc import HybridClock
+from kvnode.metrics import NodeMetrics
+from kvnode.record import Record, Version
+from kvnode.storage.engine import Storage
+from kvnode.storage.groupcommit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+ApplyItem = tuple[Record, bool]  # record, return previous
+ApplyOutcome = tuple[bool, Record | None]  # applied, previous
+KeyVersionEntry = tuple[bytes, Version, bool]
+T = TypeVar("T")
+
+PEER_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+]
+STALL_SECONDS = 0.25
+
+
+class StaleEpoch(Unavailable):
+    """The peer holds a newer membership and did not carry out the request."""
+
+
+class Replica(Protocol):
+    id: str
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]: ...
+
+    async def read(self, keys: list[bytes]) -> list[Record | None]: ...
+
+    async def scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
+    ) -> tuple[list[Record], bool]: ...
+
+    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]: ...
+
+    async def key_versions(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[KeyVersionEntry], bool]: ...
+
+    async def fetch_partition(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[Record], bool]: ...
+
+
+class LocalReplica:
+    """This node's own store. While it rebuilds, it takes writes but refuses reads."""
+
+    healthy = True
+
+    def __init__(self, node_id: str, storage: Storage, committer: GroupCommitter) -> None:
+        self.id = node_id
+        self._storage = storage
+        self._committer = committer
+        self.rebuilding = False
+
+    def _check_readable(self) -> None:
+        if self.rebuilding:
+            raise Unavailable(f"node {self.id} is rebuilding its data from peers")
+
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
+        return await self._committer.submit(lambda txn: [txn.apply(rec, want) for rec, want in items])
+
+    async def read(self, keys: list[bytes]) -> list[Record | None]:
+        self._check_readable()
+        return self._storage.get_many(keys)
+
+    def read_now(self, keys: list[bytes]) -> list[Record | None]:
+        """The coordinator's fast path: a local read needs no task."""
+        return self._storage.get_many(keys)
+
+    async def scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
+    ) -> tuple[list[Record], bool]:
+        self._check_readable()
+        return self._storage.scan(start, end, prefix, limit, keys_only)
+
+    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]:
+        return self._storage.digests(partitions)
+
+    async def key_versions(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[KeyVersionEntry], bool]:
+        return self._storage.key_versions(partition, after, limit)
+
+    async def fetch_partition(self, partition: int, after: bytes, limit: int) -> tuple[list[Record], bool]:
+        return self._storage.fetch_partition(partition, after, limit)
+
+
+class PeerLink:
+    """A channel to one peer, with batching, clock exchange and reachability tracking."""
+
+    def __init__(
+        self,
+        member_id: str,
+        address: str,
+        *,
+        node_id: str,
+        clock: HybridClock,
+        epoch: Callable[[], int],
+        adopt: Callable[[types_pb2.Membership], Awaitable[None]],
+        timeout: float,
+        metrics: NodeMetrics,
+    ) -> None:
+        self.id = member_id
+        self.address = address
+        self._node_id = node_id
+        self._clock = clock
+        self._epoch = epoch
+        self._adopt = adopt
+        self._timeout = timeout
+        self._metrics = metrics
+        self._channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
+        self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminStub(self._channel)
+        self._apply = Batcher(
+            self._send_apply, size_of=lambda item: len(item[0].key) + len(item[0].value) + 64
+        )
+        self._read = Batcher(self._send_read, size_of=lambda key: len(key) + 16)
+        self.reachable = True
+        self.last_seen = 0.0
+        self._started: dict[int, float] = {}
+        self._up = metrics.peer_up.labels(member_id)
+        self._up.set(1)
+
+    @property
+    def healthy(self) -> bool:
+        """Reachable, and no RPC to it has been waiting longer than a stall."""
+        if not self.reachable:
+            return False
+        now = time.monotonic()
+        return all(now - started < STALL_SECONDS for started in self._started.values())
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    def _header(self, repair: bool = False) -> replica_pb2.RequestHeader:
+        return replica_pb2.RequestHeader(
+            sender=self._node_id, hlc=self._clock.last, epoch=self._epoch(), repair=repair
+        )
+
+    async def _call(self, method: str, fn: Callable[..., Awaitable[T]], request: Any) -> T:
+        token = id(request)
+        self._started[token] = time.monotonic()
+        try:
+            response: Any = await fn(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._metrics.replica_rpcs.labels(self.id, method, exc.code().name).inc()
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._mark(False)
+            raise _to_error(self.id, exc) from None
+        finally:
+            del self._started[token]
+        self._metrics.replica_rpcs.labels(self.id, method, "OK").inc()
+        self._mark(True)
+        header = response.header
+        self._clock.observe(header.hlc)
+        if header.HasField("newer_membership"):
+            await self._adopt(header.newer_membership)
+            raise StaleEpoch(f"peer {self.id} has membership epoch {header.newer_membership.epoch}")
+        result: T = response
+        return result
+
+    def _mark(self, ok: bool) -> None:
+        if ok:
+            self.last_seen = time.monotonic()
+        if ok != self.reachable:
+            log.info("peer %s at %s is %s", self.id, self.address, "reachable" if ok else "unreachable")
+            self.reachable = ok
+            self._up.set(1 if ok else 0)
+
+    async def membership(self) -> types_pb2.Membership:
+        """The peer's membership, to catch up after a restart."""
+        try:
+            response: types_pb2.Membership = await self._admin.GetMembership(
+                admin_pb2.GetMembershipRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._mark(exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
+            raise _to_error(self.id, exc) from None
+        self._mark(True)
+        return response
+
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
+        if repair:
+            return await self._send_apply(items, repair=True)
+        return await self._apply.call(items)
+
+    async def _send_apply(self, items: list[ApplyItem], repair: bool = False) -> list[ApplyOutcome]:
+        self._metrics.replica_batch.labels("Apply").observe(len(items))
+        request = replica_pb2.ApplyRequest(
+            header=self._header(repair),
+            items=[replica_pb2.ApplyItem(record=r.to_proto(), return_previous=w) for r, w in items],
+        )
+        response = await self._call("Apply", self._stub.Apply, request)
+        return [
+            (o.applied, Record.from_proto(o.previous) if o.had_previous else None) for o in response.outcomes
+        ]
+
+    async def read(self, keys: list[bytes]) -> list[Record | None]:
+        return await self._read.call(keys)
+
+    async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
+        self._metrics.replica_batch.labels("Read").observe(len(keys))
+        request = replica_pb2.ReadRequest(header=self._header(), keys=keys)
+        response = await self._call("Read", self._stub.Read, request)
+        return [Record.from_proto(r.record) if r.found else None for r in response.results]
+
+    async def scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
+    ) -> tuple[list[Record], bool]:
+        request = replica_pb2.ReplicaScanRequest(
+            header=self._header(),
+            start_key=start,
+            end_key=end,
+            prefix=prefix,
+            limit=limit,
+            keys_only=keys_only,
+        )
+        response = await self._call("Scan", self._stub.Scan, request)
+        return [Record.from_proto(r) for r in response.records], response.exhausted
+
+    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]:
+        request = replica_pb2.DigestsRequest(header=self._header(repair=True), partitions=partitions)
+        response = await self._call("Digests", self._stub.Digests, request)
+        return [(d.partition, d.digest, d.records) for d in response.digests]
+
+    async def key_versions(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[KeyVersionEntry], bool]:
+        request = replica_pb2.KeyVersionsRequest(
+            header=self._header(repair=True), partition=partition, after_key=after, limit=limit
+        )
+        response = await self._call("KeyVersions", self._stub.KeyVersions, request)
+        entries = [(e.key, Version.from_proto(e.version), e.tombstone) for e in response.entries]
+        return entries, response.exhausted
+
+    async def fetch_partition(self, partition: int, after: bytes, limit: int) -> tuple[list[Record], bool]:
+        request = replica_pb2.FetchPartitionRequest(
+            header=self._header(repair=True), partition=partition, after_key=after, limit=limit
+        )
+        response = await self._call("FetchPartition", self._stub.FetchPartition, request)
+        return [Record.from_proto(r) for r in response.records], response.exhausted
+
+
+def _to_error(peer: str, exc: grpc.aio.AioRpcError) -> KVError:
+    return from_status(exc.code(), f"peer {peer}: {exc.details()}")
+
+
+async def gather_settled(calls: list[Awaitable[T]]) -> list[T | BaseException]:
+    """Await every call; a failure is returned in its place instead of raised."""
+    return list(await asyncio.gather(*calls, return_exceptions=True))

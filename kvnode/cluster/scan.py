@@ -1,0 +1,103 @@
+"""Range scans across a partitioned cluster.
+
+Keys are spread over partitions by hash, so a scan asks every member for its next ``limit`` records
+from the start key and merges them. A member that stopped at its limit has only *covered* the range
+up to its last key, so the page ends at the smallest such key; the continuation token resumes just
+after it. Each record counts only from a replica of its partition (a former owner may still hold
+old data), and every partition must have as many replicas answering as the level needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from kvnode.cluster.consistency import Level
+from kvnode.cluster.peers import ReplicaSet
+from kvnode.cluster.topology import Topology
+from kvnode.errors import InvalidArgument, Unavailable
+from kvnode.record import Record
+
+_TOKEN_V1 = b"\x01"
+
+
+def encode_token(last_key: bytes) -> bytes:
+    return _TOKEN_V1 + last_key
+
+
+def decode_token(token: bytes) -> bytes:
+    if not token.startswith(_TOKEN_V1):
+        raise InvalidArgument(
+            "malformed continuation_token: pass back the token from the previous ScanResponse unchanged"
+        )
+    return token[len(_TOKEN_V1) :]
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    records: list[Record]
+    token: bytes
+
+
+class Scanner:
+    def __init__(self, topology: Topology, replicas: ReplicaSet, *, timeout: float) -> None:
+        self._topology = topology
+        self._replicas = replicas
+        self._timeout = timeout
+
+    async def scan(
+        self,
+        *,
+        start: bytes,
+        end: bytes,
+        prefix: bytes,
+        limit: int,
+        keys_only: bool,
+        token: bytes,
+        level: Level,
+    ) -> ScanPage:
+        if level is Level.LINEARIZABLE:
+            raise InvalidArgument("LINEARIZABLE is for single-key operations; scan at ONE, QUORUM or ALL")
+        if token:
+            start = max(start, decode_token(token) + b"\x00")
+        with self._topology.request() as placement:
+            members = placement.membership.old_view
+            results = await asyncio.gather(
+                *(
+                    asyncio.wait_for(
+                        self._replicas.get(m).scan(start, end, prefix, limit, keys_only), self._timeout
+                    )
+                    for m in members
+                ),
+                return_exceptions=True,
+            )
+        answered = {
+            m: result
+            for m, result in zip(members, results, strict=True)
+            if not isinstance(result, BaseException)
+        }
+        for p in range(placement.partitions):
+            replicas = placement.read_replicas(p)
+            have = sum(r in answered for r in replicas)
+            need = level.needed(len(replicas))
+            if have < need:
+                raise Unavailable(
+                    f"{level.name} scan: {have} of {len(replicas)} replicas of partition {p} answered, "
+                    f"{need} needed"
+                )
+        bounds = [records[-1].key for records, exhausted in answered.values() if not exhausted]
+        bound = min(bounds) if bounds else None
+        merged: dict[bytes, Record] = {}
+        for member, (records, _) in answered.items():
+            for rec in records:
+                if bound is not None and rec.key > bound:
+                    break
+                if member not in placement.read_replicas(placement.partition(rec.key)):
+                    continue
+                seen = merged.get(rec.key)
+                if seen is None or rec.version > seen.version:
+                    merged[rec.key] = rec
+        live = [merged[k] for k in sorted(merged) if not merged[k].tombstone]
+        if len(live) > limit:
+            return ScanPage(live[:limit], encode_token(live[limit - 1].key))
+        return ScanPage(live, b"" if bound is None else encode_token(bound))

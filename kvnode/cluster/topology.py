@@ -1,0 +1,121 @@
+"""The membership this node acts on, and the rules for replacing it.
+
+Epochs only go up. A membership arrives from the operator (Admin.SetMembership) or from a peer that
+answered with a newer one; either way it is persisted before it is used, so a restart never falls
+back to an older view. Coordinated requests register under the epoch they were planned with, so
+that installing a new epoch can wait until no request still runs on the old placement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from kvnode.api.v1 import types_pb2
+from kvnode.errors import FailedPrecondition
+from kvnode.membership import Membership
+from kvnode.placement import Placement
+
+log = logging.getLogger(__name__)
+
+Persist = Callable[[Membership], Awaitable[None]]
+
+
+class Topology:
+    def __init__(self, node_id: str, membership: Membership, persist: Persist) -> None:
+        self.node_id = node_id
+        self._membership = membership
+        self._placement = Placement(membership)
+        self._persist = persist
+        self._lock = asyncio.Lock()
+        self._inflight: Counter[int] = Counter()
+        self._listeners: list[Callable[[Membership], None]] = []
+
+    @property
+    def membership(self) -> Membership:
+        return self._membership
+
+    @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    @property
+    def epoch(self) -> int:
+        return self._membership.epoch
+
+    def on_change(self, listener: Callable[[Membership], None]) -> None:
+        self._listeners.append(listener)
+
+    async def install(self, membership: Membership, *, drain_seconds: float = 0.0) -> bool:
+        """Adopt ``membership`` if it is newer. Returns True when it was installed or already held.
+
+        The same epoch with a different configuration, or an older epoch, is refused. With a
+        ``drain_seconds``, waits that long for requests planned under older epochs to finish.
+        """
+        async with self._lock:
+            current = self._membership
+            if membership.epoch < current.epoch:
+                raise FailedPrecondition(
+                    f"stale membership epoch {membership.epoch}: this node already has epoch {current.epoch}"
+                )
+            if membership.epoch == current.epoch:
+                if not membership.same_config(current):
+                    raise FailedPrecondition(
+                        f"membership epoch {membership.epoch} is already installed with different members; "
+                        "use a higher epoch for a new configuration"
+                    )
+                installed = False
+            else:
+                if membership.partitions != current.partitions:
+                    raise FailedPrecondition(
+                        f"membership has {membership.partitions} partitions but this node's data is laid "
+                        f"out in {current.partitions}; the partition count cannot change"
+                    )
+                await self._persist(membership)
+                self._membership = membership
+                self._placement = Placement(membership)
+                installed = True
+                log.info(
+                    "installed membership epoch %d: %s",
+                    membership.epoch,
+                    ", ".join(f"{m.id}({m.state.name.lower()})" for m in membership.members),
+                )
+                for listener in self._listeners:
+                    listener(membership)
+        if drain_seconds:
+            await self._wait_drained(membership.epoch, drain_seconds)
+        return installed
+
+    async def adopt(self, msg: types_pb2.Membership) -> None:
+        """Take a newer membership reported by a peer; ignore anything not newer."""
+        if msg.epoch <= self.epoch:
+            return
+        try:
+            await self.install(Membership.from_proto(msg))
+        except (FailedPrecondition, ValueError) as exc:
+            log.warning("ignoring membership epoch %d from a peer: %s", msg.epoch, exc)
+
+    @contextmanager
+    def request(self) -> Iterator[Placement]:
+        """Plan a coordinated request on the current placement, and track it until it ends."""
+        placement = self._placement
+        epoch = placement.membership.epoch
+        self._inflight[epoch] += 1
+        try:
+            yield placement
+        finally:
+            self._inflight[epoch] -= 1
+            if not self._inflight[epoch]:
+                del self._inflight[epoch]
+
+    async def _wait_drained(self, epoch: int, seconds: float) -> None:
+        """Poll: membership changes are rare, and the request path stays free of notifications."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while any(e < epoch for e in self._inflight):
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("requests planned before epoch %d still running after %.1fs", epoch, seconds)
+                return
+            await asyncio.sleep(0.01)

@@ -1,0 +1,199 @@
+"""Prometheus metrics of a node. docs/metrics.md describes each one.
+
+Every node gets its own registry, so several nodes can live in one process (as in tests) and the
+``/metrics`` page shows exactly one node. Label children are cached: looking one up per request
+would cost more than the request's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kvnode.storage.engine import StorageStats
+from kvnode.storage.groupcommit import CommitObserver
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class _StorageCollector(Collector):
+    """Reads LMDB statistics at scrape time, so they are never stale."""
+
+    def __init__(self, stats: Callable[[], StorageStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            s = self._stats()
+        except Exception:  # noqa: BLE001 - a closed store during shutdown must not break a scrape
+            return
+        yield GaugeMetricFamily(
+            "kvnode_lmdb_entries", "Records in the data store, tombstones included.", s.records
+        )
+        yield GaugeMetricFamily("kvnode_keys", "Live keys stored on this node.", s.keys)
+        yield GaugeMetricFamily("kvnode_tombstones", "Tombstones awaiting collection.", s.tombstones)
+        yield GaugeMetricFamily("kvnode_lmdb_used_bytes", "Bytes of the LMDB map in use.", s.used_bytes)
+        yield GaugeMetricFamily("kvnode_lmdb_map_size_bytes", "Current LMDB map size.", s.map_size)
+
+
+class NodeMetrics(CommitObserver):
+    def __init__(self, node_id: str, version: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        info = Gauge(
+            "kvnode_info",
+            "Constant 1, labelled with the node id and version.",
+            ["node_id", "version"],
+            registry=r,
+        )
+        info.labels(node_id, version).set(1)
+        self.requests = Counter(
+            "kvnode_requests",
+            "Client requests by RPC, consistency level and status code.",
+            ["method", "consistency", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "kvnode_request_duration_seconds",
+            "Client request latency by RPC and consistency level.",
+            ["method", "consistency"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "kvnode_group_commit_batch_size",
+            "Operations per group commit.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "kvnode_group_commit_duration_seconds",
+            "Time to run and fsync one group commit.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.replica_rpcs = Counter(
+            "kvnode_replica_rpcs",
+            "RPCs to peer replicas by peer, method and status code.",
+            ["peer", "method", "code"],
+            registry=r,
+        )
+        self.replica_batch = Histogram(
+            "kvnode_replica_batch_size",
+            "Items per replication RPC.",
+            ["method"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.peer_up = Gauge(
+            "kvnode_peer_up", "1 when the last RPC to the peer succeeded.", ["peer"], registry=r
+        )
+        self.hints_pending = Gauge(
+            "kvnode_hints_pending", "Hinted writes waiting for a replica.", ["peer"], registry=r
+        )
+        self.hint_bytes = Gauge(
+            "kvnode_hint_bytes", "Bytes of hinted writes waiting for a replica.", ["peer"], registry=r
+        )
+        self.hints_stored = Counter(
+            "kvnode_hints_stored", "Writes kept as hints for a replica.", ["peer"], registry=r
+        )
+        self.hints_replayed = Counter(
+            "kvnode_hints_replayed", "Hints delivered to their replica.", ["peer"], registry=r
+        )
+        self.hints_dropped = Counter(
+            "kvnode_hints_dropped",
+            "Hints dropped (expired, over the size bound, or not a member).",
+            ["peer", "reason"],
+            registry=r,
+        )
+        self.read_repairs = Counter("kvnode_read_repairs", "Stale replicas fixed by reads.", registry=r)
+        self.ae_rounds = Counter("kvnode_anti_entropy_rounds", "Anti-entropy rounds completed.", registry=r)
+        self.ae_partitions_differing = Counter(
+            "kvnode_anti_entropy_partitions_differing",
+            "Partitions whose digests differed from a peer's.",
+            registry=r,
+        )
+        self.ae_repairs = Counter(
+            "kvnode_anti_entropy_repairs",
+            "Records copied by anti-entropy.",
+            ["direction"],
+            registry=r,
+        )
+        self.tombstones_collected = Counter(
+            "kvnode_tombstones_collected",
+            "Tombstones removed after the grace period.",
+            registry=r,
+        )
+        self.transfer_records = Counter(
+            "kvnode_transfer_records",
+            "Records streamed by joins, rebuilds and decommissions.",
+            ["kind"],
+            registry=r,
+        )
+        self.epoch = Gauge("kvnode_membership_epoch", "The membership epoch this node holds.", registry=r)
+        self.members = Gauge(
+            "kvnode_members", "Members in this node's membership, by state.", ["state"], registry=r
+        )
+        self.partitions_owned = Gauge(
+            "kvnode_partitions_owned", "Partitions this node serves reads for.", registry=r
+        )
+        self.rebuilding = Gauge(
+            "kvnode_rebuilding", "1 while the node copies its data from peers.", registry=r
+        )
+        self.last_backup = Gauge(
+            "kvnode_last_backup_timestamp_seconds",
+            "Unix time of this node's last backup.",
+            registry=r,
+        )
+        self.backups = Counter(
+            "kvnode_backups", "Backups taken by this node, by result.", ["result"], registry=r
+        )
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
+
+    def watch_storage(self, stats: Callable[[], StorageStats]) -> None:
+        self.registry.register(_StorageCollector(stats))
+
+    def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None:
+        key = (method, consistency, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        lkey = (method, consistency)
+        hist = self._latency_children.get(lkey)
+        if hist is None:
+            hist = self._latency_children[lkey] = self.latency.labels(*lkey)
+        hist.observe(seconds)
+
+    def committed(self, ops: int, seconds: float) -> None:
+        self.commit_batch.observe(ops)
+        self.commit_latency.observe(seconds)

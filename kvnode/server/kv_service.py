@@ -1,0 +1,139 @@
+"""The public KV service: validates requests, then hands them to the coordinator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
+from kvnode.cluster.consistency import Level, resolve
+from kvnode.cluster.coordinator import Coordinator, WriteResult
+from kvnode.cluster.scan import Scanner
+from kvnode.config import Limits
+from kvnode.errors import InvalidArgument
+from kvnode.metrics import NodeMetrics
+from kvnode.record import Record, missing
+from kvnode.server.rpc import handler
+from kvnode.server.validation import check_batch, check_key, check_keys, check_value
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_SCAN_LIMIT = 1000
+
+
+def _previous(key: bytes, result: WriteResult, wanted: bool) -> types_pb2.KeyValue | None:
+    """The replaced value, when the request asked for it (None leaves the field unset)."""
+    if not wanted:
+        return None
+    prev = result.previous
+    return missing(key) if prev is None else prev.to_key_value()
+
+
+def _found(key: bytes, record: Record | None) -> kv_pb2.GetResponse:
+    return kv_pb2.GetResponse(kv=missing(key) if record is None else record.to_key_value())
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        scanner: Scanner,
+        limits: Limits,
+        metrics: NodeMetrics,
+        default_level: Level,
+    ) -> None:
+        self.coordinator = coordinator
+        self.scanner = scanner
+        self.limits = limits
+        self.metrics = metrics
+        self.default_level = default_level
+
+    def _level(self, value: int) -> Level:
+        return resolve(value, self.default_level)
+
+    @handler("Put")
+    async def Put(self, request: kv_pb2.PutRequest, context: Ctx) -> kv_pb2.PutResponse:
+        check_key(request.key, self.limits)
+        check_value(request.value, self.limits)
+        result = await self.coordinator.write(
+            request.key,
+            request.value,
+            tombstone=False,
+            level=self._level(request.consistency),
+            want_previous=request.return_previous,
+        )
+        return kv_pb2.PutResponse(
+            version=result.version.to_proto(),
+            previous=_previous(request.key, result, request.return_previous),
+        )
+
+    @handler("Get")
+    async def Get(self, request: kv_pb2.GetRequest, context: Ctx) -> kv_pb2.GetResponse:
+        check_key(request.key, self.limits)
+        records = await self.coordinator.read([request.key], self._level(request.consistency))
+        return _found(request.key, records[0])
+
+    @handler("Delete")
+    async def Delete(self, request: kv_pb2.DeleteRequest, context: Ctx) -> kv_pb2.DeleteResponse:
+        check_key(request.key, self.limits)
+        result = await self.coordinator.write(
+            request.key,
+            b"",
+            tombstone=True,
+            level=self._level(request.consistency),
+            want_previous=request.return_previous,
+        )
+        return kv_pb2.DeleteResponse(
+            version=result.version.to_proto(),
+            previous=_previous(request.key, result, request.return_previous),
+        )
+
+    @handler("Scan")
+    async def Scan(self, request: kv_pb2.ScanRequest, context: Ctx) -> kv_pb2.ScanResponse:
+        limit = request.limit or DEFAULT_SCAN_LIMIT
+        if limit > self.limits.max_batch_items:
+            raise InvalidArgument(
+                f"scan limit {limit} is over the limit of {self.limits.max_batch_items} items "
+                "(--max-batch-items)"
+            )
+        if request.end_key and request.end_key <= request.start_key:
+            raise InvalidArgument("end_key must be greater than start_key")
+        page = await self.scanner.scan(
+            start=request.start_key,
+            end=request.end_key,
+            prefix=request.prefix,
+            limit=limit,
+            keys_only=request.keys_only,
+            token=request.continuation_token,
+            level=self._level(request.consistency),
+        )
+        return kv_pb2.ScanResponse(
+            kvs=[r.to_key_value(keys_only=request.keys_only) for r in page.records],
+            continuation_token=page.token,
+        )
+
+    @handler("BatchWrite")
+    async def BatchWrite(self, request: kv_pb2.BatchWriteRequest, context: Ctx) -> kv_pb2.BatchWriteResponse:
+        mutations = request.mutations
+        check_batch(len(mutations), sum(len(m.key) + len(m.value) for m in mutations), self.limits)
+        for n, m in enumerate(mutations):
+            check_key(m.key, self.limits, f"mutation #{n} key")
+            check_value(m.value, self.limits, f"mutation #{n} value")
+        versions = await self.coordinator.write_many(
+            [(m.key, m.value, m.delete) for m in mutations], self._level(request.consistency)
+        )
+        return kv_pb2.BatchWriteResponse(versions=[v.to_proto() for v in versions])
+
+    @handler("BatchGet")
+    async def BatchGet(self, request: kv_pb2.BatchGetRequest, context: Ctx) -> kv_pb2.BatchGetResponse:
+        keys = list(request.keys)
+        check_batch(len(keys), sum(len(k) for k in keys), self.limits)
+        check_keys(keys, self.limits)
+        level = self._level(request.consistency)
+        if level is Level.LINEARIZABLE:
+            raise InvalidArgument("LINEARIZABLE is for single-key operations; use ONE, QUORUM or ALL")
+        records = await self.coordinator.read(keys, level)
+        return kv_pb2.BatchGetResponse(
+            kvs=[missing(k) if r is None else r.to_key_value() for k, r in zip(keys, records, strict=True)]
+        )
