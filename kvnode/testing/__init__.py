@@ -1,0 +1,1 @@
+"""Helpers for tests, benchmarks and chaos runs that need real kvnode processes."""

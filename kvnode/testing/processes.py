@@ -1,0 +1,273 @@
+"""Real kvnode processes for tests, benchmarks and chaos runs.
+
+A :class:`ProcessCluster` starts ``kvnode`` as separate OS processes on loopback, waits for them to
+serve, and injects process faults: SIGKILL, SIGTERM, SIGSTOP/SIGCONT, restarts on the same data
+directory. It never leaves a process behind: :meth:`ProcessCluster.close` (or the context manager)
+kills whatever is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
+
+_used_ports: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now and was not handed out before in this process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+
+
+def wait_for(condition: object, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is truthy; raise TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if condition():  # type: ignore[operator]
+                return
+        except Exception as exc:  # noqa: BLE001 - the condition may fail until it holds
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.1f}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    host: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    metrics_port: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    netns: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        return f"{self.host}:{self.metrics_port}" if self.metrics_port else ""
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ProcessCluster:
+    """``size`` kvnode processes that know each other as peers.
+
+    ``hosts`` gives each node its own loopback address (e.g. 127.0.0.11, 127.0.0.12, ...) when the
+    caller needs them apart; by default all use 127.0.0.1 with distinct ports.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        *,
+        replication_factor: int = 3,
+        partitions: int = 64,
+        extra_args: Sequence[str] = (),
+        hosts: Sequence[str] | None = None,
+        metrics: bool = False,
+        ids: Sequence[str] | None = None,
+        netns: Sequence[str] | None = None,
+    ) -> None:
+        self.root = root
+        self.replication_factor = replication_factor
+        self.partitions = partitions
+        self.extra_args = list(extra_args)
+        root.mkdir(parents=True, exist_ok=True)
+        names = list(ids) if ids else [f"kv-{i}" for i in range(size)]
+        self.nodes: list[NodeProcess] = []
+        for i, node_id in enumerate(names):
+            host = hosts[i] if hosts else "127.0.0.1"
+            self.nodes.append(
+                NodeProcess(
+                    node_id=node_id,
+                    host=host,
+                    port=free_port(host),
+                    data_dir=root / node_id,
+                    log_path=root / f"{node_id}.log",
+                    metrics_port=free_port(host) if metrics else 0,
+                    netns=netns[i] if netns else "",
+                )
+            )
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def __getitem__(self, key: int | str) -> NodeProcess:
+        if isinstance(key, int):
+            return self.nodes[key]
+        return next(n for n in self.nodes if n.node_id == key)
+
+    @property
+    def peers(self) -> str:
+        return ",".join(f"{n.node_id}={n.address}" for n in self.nodes)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def command(self, node: NodeProcess, peers: str | None = None) -> list[str]:
+        command = [
+            sys.executable, "-m", "kvnode",
+            "--node-id", node.node_id,
+            "--listen", node.address,
+            "--data-dir", str(node.data_dir),
+            "--peers", self.peers if peers is None else peers,
+            "--replication-factor", str(self.replication_factor),
+            "--partitions", str(self.partitions),
+            "--log-level", "info",
+        ]  # fmt: skip
+        if node.metrics_port:
+            command += ["--metrics-listen", node.metrics_address]
+        command += self.extra_args + node.extra_args
+        if node.netns:
+            command = ["ip", "netns", "exec", node.netns, *command]
+        return command
+
+    def start(self, index: int | str | None = None, *, wait: bool = True, peers: str | None = None) -> None:
+        """Start one node (or all); by default wait until each serves."""
+        targets = self.nodes if index is None else [self[index]]
+        for node in targets:
+            if node.running:
+                continue
+            with node.log_path.open("ab") as log_file:
+                node.process = subprocess.Popen(
+                    self.command(node, peers), stdout=log_file, stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )  # fmt: skip
+        if wait:
+            for node in targets:
+                self.wait_serving(node)
+
+    def wait_serving(self, node: NodeProcess | int | str, timeout: float = 30.0) -> None:
+        node = node if isinstance(node, NodeProcess) else self[node]
+
+        def serving() -> bool:
+            if not node.running:
+                raise RuntimeError(f"{node.node_id} exited:\n{node.log_tail()}")
+            return bool(health_status(node.address) == health_pb2.HealthCheckResponse.SERVING)
+
+        wait_for(serving, timeout, f"{node.node_id} to serve on {node.address}")
+
+    def kill(self, index: int | str) -> None:
+        """SIGKILL: no shutdown work at all, as when a machine dies."""
+        self._signal(index, signal.SIGKILL)
+        self._reap(self[index])
+
+    def terminate(self, index: int | str, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        node = self[index]
+        self._signal(index, signal.SIGTERM)
+        assert node.process is not None
+        return node.process.wait(timeout=timeout)
+
+    def pause(self, index: int | str) -> None:
+        self._signal(index, signal.SIGSTOP)
+
+    def resume(self, index: int | str) -> None:
+        self._signal(index, signal.SIGCONT)
+
+    def restart(self, index: int | str, *, wait: bool = True) -> None:
+        node = self[index]
+        if node.running:
+            self.kill(index)
+        self.start(index, wait=wait)
+
+    def _signal(self, index: int | str, sig: signal.Signals) -> None:
+        node = self[index]
+        if node.running:
+            assert node.process is not None
+            node.process.send_signal(sig)
+
+    @staticmethod
+    def _reap(node: NodeProcess) -> None:
+        if node.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=10)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)
+                node.process.kill()
+            self._reap(node)
+
+    def __enter__(self) -> ProcessCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- admin helpers -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def admin(self, index: int | str) -> Iterator[admin_pb2_grpc.AdminStub]:
+        with grpc.insecure_channel(self[index].address) as channel:
+            yield admin_pb2_grpc.AdminStub(channel)
+
+    def status(self, index: int | str) -> admin_pb2.StatusResponse:
+        with self.admin(index) as stub:
+            response: admin_pb2.StatusResponse = stub.Status(admin_pb2.StatusRequest(), timeout=10)
+            return response
+
+    def digests(self, index: int | str) -> dict[int, bytes]:
+        with self.admin(index) as stub:
+            reply = stub.PartitionDigests(admin_pb2.PartitionDigestsRequest(), timeout=30)
+        return {d.partition: d.digest for d in reply.digests}
+
+    def anti_entropy(self, index: int | str) -> admin_pb2.RunAntiEntropyResponse:
+        with self.admin(index) as stub:
+            response: admin_pb2.RunAntiEntropyResponse = stub.RunAntiEntropy(
+                admin_pb2.RunAntiEntropyRequest(), timeout=120
+            )
+            return response
+
+
+def health_status(address: str, timeout: float = 1.0) -> int:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    return int(reply.status)
