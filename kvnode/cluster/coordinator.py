@@ -22,7 +22,7 @@ from kvnode.cluster.consistency import Level
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.replicas import ApplyItem, ApplyOutcome, StaleEpoch
 from kvnode.cluster.topology import Topology
-from kvnode.errors import InvalidArgument, Unavailable
+from kvnode.errors import InvalidArgument, KVError, StorageFull, Unavailable
 from kvnode.hlc import HybridClock
 from kvnode.metrics import NodeMetrics
 from kvnode.placement import Placement
@@ -53,6 +53,7 @@ class _WriteTracker:
     failed_new: int = 0
     stale: bool = False
     previous: Record | None = None
+    full: StorageFull | None = None
 
     def ack(self, node: str, previous: Record | None) -> None:
         self.acked_old += node in self.old
@@ -61,10 +62,12 @@ class _WriteTracker:
             self.previous = previous
         self._check()
 
-    def fail(self, node: str, stale: bool) -> None:
+    def fail(self, node: str, error: BaseException) -> None:
         self.failed_old += node in self.old
         self.failed_new += node in self.new
-        self.stale |= stale
+        self.stale |= isinstance(error, StaleEpoch)
+        if isinstance(error, StorageFull):
+            self.full = error
         self._check()
 
     def _check(self) -> None:
@@ -76,6 +79,12 @@ class _WriteTracker:
             self.new
         ):
             _settle(self.future, False)
+
+    def error(self, level: Level, prefix: str = "") -> KVError:
+        """Why the write failed: a replica's full disk is reported as such, else too few acks."""
+        if self.full is not None:
+            return StorageFull(f"{prefix}{self.describe(level)}: {self.full.message}")
+        return Unavailable(prefix + self.describe(level))
 
     def describe(self, level: Level) -> str:
         if self.old == self.new:
@@ -163,7 +172,7 @@ class Coordinator:
         record = Record(key, b"" if tombstone else value, Version(self.clock.now(), self.node_id), tombstone)
         tracker = (await self._replicate([(record, want_previous)], level))[0]
         if not tracker.future.result():
-            raise Unavailable(tracker.describe(level))
+            raise tracker.error(level)
         return WriteResult(record.version, tracker.previous)
 
     async def write_many(self, mutations: Sequence[tuple[bytes, bytes, bool]], level: Level) -> list[Version]:
@@ -182,10 +191,7 @@ class Coordinator:
         trackers = await self._replicate([(r, False) for r in records], level)
         failed = [t for t in trackers if not t.future.result()]
         if failed:
-            raise Unavailable(
-                f"{len(failed)} of {len(records)} writes missed their level; "
-                f"first: {failed[0].describe(level)}"
-            )
+            raise failed[0].error(level, f"{len(failed)} of {len(records)} writes failed; first: ")
 
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
@@ -260,10 +266,9 @@ class Coordinator:
             for i, (_, previous) in zip(indexes, task.result(), strict=True):
                 trackers[i].ack(target, previous)
             return
-        stale = isinstance(error, StaleEpoch)
         for i in indexes:
-            trackers[i].fail(target, stale)
-        if not stale:
+            trackers[i].fail(target, error)
+        if not isinstance(error, StaleEpoch) and target != self.node_id:
             self.hints.defer(target, [items[i][0] for i in indexes])
 
     # -- reads -------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+from kvnode.hlc import HybridClock, from_ms, physical_ms
+
+
+def test_now_is_strictly_increasing_when_the_wall_clock_stands_still() -> None:
+    clock = HybridClock(wall_ms=lambda: 1000)
+    stamps = [clock.now() for _ in range(5)]
+    assert stamps == sorted(set(stamps))
+    assert all(physical_ms(s) == 1000 for s in stamps)
+
+
+def test_now_follows_the_wall_clock() -> None:
+    wall = [1000]
+    clock = HybridClock(wall_ms=lambda: wall[0])
+    first = clock.now()
+    wall[0] = 2000
+    assert clock.now() == from_ms(2000) > first
+
+
+def test_clock_never_goes_back_when_the_wall_clock_does() -> None:
+    wall = [5000]
+    clock = HybridClock(wall_ms=lambda: wall[0])
+    before = clock.now()
+    wall[0] = 1000
+    assert clock.now() > before
+
+
+def test_observe_moves_past_a_remote_timestamp() -> None:
+    clock = HybridClock(wall_ms=lambda: 1000)
+    remote = from_ms(9000) + 7
+    clock.observe(remote)
+    assert clock.now() > remote
+
+
+def test_floor_keeps_the_clock_monotonic_across_restarts() -> None:
+    persisted = HybridClock(wall_ms=lambda: 9000).now()
+    restarted = HybridClock(persisted, wall_ms=lambda: 1000)
+    assert restarted.now() > persisted
+
+
+def test_offset_skews_the_wall_clock() -> None:
+    clock = HybridClock(offset_ms=500, wall_ms=lambda: 1000)
+    assert physical_ms(clock.now()) == 1500
