@@ -1,10 +1,15 @@
 """A kvnode process: storage, replication, the gRPC server and the background work, wired together.
 
 Start-up order matters: claim the data directory, open the store and check it belongs to this node,
-seed the clock from its high-water mark, restore the persisted membership, then serve. A node whose
-store is new (a first start, or a lost volume) rebuilds its partitions from its peers and reports
-NOT_SERVING on the health service until it has. So does a node that was away longer than the
-tombstone grace period: its old data is set aside, because replaying it could resurrect deletes.
+seed the clock from its high-water mark, restore the persisted membership, then serve.
+
+A node whose store is new asks its peers for their membership before it answers reads. If the
+cluster already has an epoch (the operator or ``kvctl member`` set one), the empty store means a
+lost volume or a new member: the node rebuilds its partitions from its peers and reports
+NOT_SERVING on the health service until it has. If every peer that answers is still at epoch 0,
+this is a brand-new cluster and there is nothing to copy. A node that was away longer than the
+tombstone grace period has its old data set aside and rebuilds, because replaying that data could
+resurrect deletes.
 """
 
 from __future__ import annotations
@@ -205,12 +210,12 @@ class Node:
             cfg.node_id, self.replicas, self.topology, self.metrics, self.anti_entropy.horizon
         )
         await self._serve()
-        rebuild = fresh and len(membership.members) > 1
-        if rebuild:
+        fresh = fresh and len(membership.members) > 1
+        if fresh:
             self.local.rebuilding = True
             self.metrics.rebuilding.set(1)
             await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._spawn(self._startup(rebuild))
+        self._spawn(self._startup(fresh))
         self._spawn(self._every(cfg.hint_replay_interval, self.hints.replay_all))
         self._spawn(self._every(cfg.anti_entropy_interval, self.anti_entropy.run_round, jitter=True))
         self._spawn(self._every(MAINTENANCE_INTERVAL, self._maintain))
@@ -227,7 +232,7 @@ class Node:
             membership.epoch,
             len(membership.members),
             storage.partitions,
-            "; rebuilding from peers" if rebuild else "",
+            "; asking peers whether to rebuild" if fresh else "",
         )
 
     def _write_identity(self, txn: WriteTxn) -> None:
@@ -304,20 +309,21 @@ class Node:
             except Exception:
                 log.exception("background task %s failed", getattr(work, "__qualname__", work))
 
-    async def _startup(self, rebuild: bool) -> None:
-        """Catch up on membership changes made while this node was down, then rebuild if needed."""
-        while True:
-            answered = await self._learn_membership()
-            if answered or not rebuild:
-                break
+    async def _startup(self, fresh: bool) -> None:
+        """Catch up on membership changes made while this node was down; a fresh store waits for a
+        peer to answer, then rebuilds if the cluster already existed."""
+        while not await self._learn_membership() and fresh:
+            log.info("waiting for a peer to answer before serving reads")
             await asyncio.sleep(1.0)
-        if rebuild:
+        if not fresh:
+            return
+        if self.topology.epoch > 0:
             self.transfers.start_rebuild()
             await self.transfers.wait()
-            self.local.rebuilding = False
-            self.metrics.rebuilding.set(0)
-            await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
             log.info("rebuild finished: %d records copied", self.transfers.status.records_copied)
+        self.local.rebuilding = False
+        self.metrics.rebuilding.set(0)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def _learn_membership(self) -> bool:
         """Adopt the newest membership any peer holds. True if some peer answered (or none exist)."""

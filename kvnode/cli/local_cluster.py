@@ -8,6 +8,7 @@ gracefully.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kvnode.cli.options import LOG_LEVELS, EnvArgs, typed
 from kvnode.config import parse_duration
+from kvnode.reconfig import Reconfigurer
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)  # fmt: skip
                 print(tail(node.log_path), file=sys.stderr)
                 return 1
+        # A real epoch makes a node whose data directory is later wiped rebuild from its peers.
+        asyncio.run(Reconfigurer([n.address for n in nodes], progress=lambda _: None).bootstrap())
         endpoints = ",".join(n.address for n in nodes)
         print(f"Local cluster of {len(nodes)} nodes is up, data in {args.data_dir}/:")
         for node in nodes:

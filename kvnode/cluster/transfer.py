@@ -102,7 +102,8 @@ class TransferManager:
         return self._task is not None and not self._task.done()
 
     def start(self, kind: str) -> TransferStatus:
-        """Start a join or decommission for the current epoch, or report the one under way."""
+        """Start a join or decommission for the current epoch, or report the one under way (whose
+        ``kind`` tells a caller waiting for another kind to ask again once it is done)."""
         membership = self._topology.membership
         if self.running or (
             self.status.kind == kind

@@ -8,14 +8,16 @@ kills whatever is still running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +51,29 @@ def wait_for(condition: object, timeout: float, what: str, interval: float = 0.0
         except Exception as exc:  # noqa: BLE001 - the condition may fail until it holds
             last_error = exc
         time.sleep(interval)
-    raise TimeoutError(
-        f"timed out after {timeout:.1f}s waiting for {what}"
-        + (f" (last error: {last_error})" if last_error else "")
+    raise TimeoutError(_timeout_message(timeout, what, last_error))
+
+
+async def wait_until(condition: object, timeout: float, what: str, interval: float = 0.05) -> None:
+    """The asyncio twin of :func:`wait_for`; ``condition`` may be sync or async."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()  # type: ignore[operator]
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+        except Exception as exc:  # noqa: BLE001 - the condition may fail until it holds
+            last_error = exc
+        await asyncio.sleep(interval)
+    raise TimeoutError(_timeout_message(timeout, what, last_error))
+
+
+def _timeout_message(timeout: float, what: str, last_error: Exception | None) -> str:
+    return f"timed out after {timeout:.1f}s waiting for {what}" + (
+        f" (last error: {last_error})" if last_error else ""
     )
 
 
@@ -96,6 +118,12 @@ class ProcessCluster:
 
     ``hosts`` gives each node its own loopback address (e.g. 127.0.0.11, 127.0.0.12, ...) when the
     caller needs them apart; by default all use 127.0.0.1 with distinct ports.
+
+    ``ports`` fixes each node's gRPC port instead of picking free ones (needed when the hosts are not
+    reachable from here at construction time, e.g. inside network namespaces). ``netns`` runs node i
+    inside network namespace ``netns[i]`` (``ip netns exec``; needs root). ``peer_address(a, b)``
+    says how node ``a`` reaches node ``b`` (its ``--peers`` entry for ``b``), e.g. through a
+    fault-injecting proxy; by default every node uses ``b.address``.
     """
 
     def __init__(
@@ -110,8 +138,11 @@ class ProcessCluster:
         metrics: bool = False,
         ids: Sequence[str] | None = None,
         netns: Sequence[str] | None = None,
+        ports: Sequence[int] | None = None,
+        peer_address: Callable[[NodeProcess, NodeProcess], str] | None = None,
     ) -> None:
         self.root = root
+        self.peer_address = peer_address
         self.replication_factor = replication_factor
         self.partitions = partitions
         self.extra_args = list(extra_args)
@@ -124,7 +155,7 @@ class ProcessCluster:
                 NodeProcess(
                     node_id=node_id,
                     host=host,
-                    port=free_port(host),
+                    port=ports[i] if ports else free_port(host),
                     data_dir=root / node_id,
                     log_path=root / f"{node_id}.log",
                     metrics_port=free_port(host) if metrics else 0,
@@ -143,6 +174,14 @@ class ProcessCluster:
     def peers(self) -> str:
         return ",".join(f"{n.node_id}={n.address}" for n in self.nodes)
 
+    def peers_for(self, node: NodeProcess) -> str:
+        """The ``--peers`` value of ``node``: how it reaches every member (itself at its own address)."""
+        if self.peer_address is None:
+            return self.peers
+        return ",".join(
+            f"{n.node_id}={n.address if n is node else self.peer_address(node, n)}" for n in self.nodes
+        )
+
     @property
     def endpoints(self) -> list[str]:
         return [n.address for n in self.nodes]
@@ -155,7 +194,7 @@ class ProcessCluster:
             "--node-id", node.node_id,
             "--listen", node.address,
             "--data-dir", str(node.data_dir),
-            "--peers", self.peers if peers is None else peers,
+            "--peers", self.peers_for(node) if peers is None else peers,
             "--replication-factor", str(self.replication_factor),
             "--partitions", str(self.partitions),
             "--log-level", "info",
@@ -167,9 +206,21 @@ class ProcessCluster:
             command = ["ip", "netns", "exec", node.netns, *command]
         return command
 
-    def start(self, index: int | str | None = None, *, wait: bool = True, peers: str | None = None) -> None:
-        """Start one node (or all); by default wait until each serves."""
-        targets = self.nodes if index is None else [self[index]]
+    def start(
+        self,
+        index: int | str | Sequence[int | str] | None = None,
+        *,
+        wait: bool = True,
+        peers: str | None = None,
+    ) -> None:
+        """Start one node, several, or all; by default wait until each serves. Nodes of a new
+        cluster wait for a peer before serving, so start them together, not one by one."""
+        if index is None:
+            targets = self.nodes
+        elif isinstance(index, (int, str)):
+            targets = [self[index]]
+        else:
+            targets = [self[i] for i in index]
         for node in targets:
             if node.running:
                 continue

@@ -1,0 +1,212 @@
+"""Changing a cluster's membership safely, one member at a time.
+
+Adding a member takes two epochs: the newcomer enters as JOINING (writes reach it and the old
+replicas alike, reads stay on the old replicas) and streams in the partitions it gains; then it
+becomes ACTIVE. Removing one is the mirror image: LEAVING while it drains its partitions to their
+new owners and verifies them; then it is dropped. Every step checks what the cluster already holds
+first, so running a change again after a crash resumes it instead of starting over.
+
+The operator and ``kvctl member`` both drive changes through :class:`Reconfigurer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import grpc
+
+from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from kvnode.errors import FailedPrecondition, KVError, Unavailable, from_status
+from kvnode.membership import Member, Membership, MemberState
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+Progress = Callable[[str], None]
+
+
+async def _call(address: str, method: str, request: object, timeout: float) -> object:
+    """One Admin RPC on a short-lived channel, with errors as ``kvnode.errors`` types."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        try:
+            return await getattr(stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_status(exc.code(), f"{address}: {exc.details()}") from None
+
+
+class Reconfigurer:
+    """Drives membership changes through the Admin service of the members."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        transfer_timeout: float = 3600.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self._seeds = list(seeds)
+        self._timeout = timeout
+        self._transfer_timeout = transfer_timeout
+        self._progress = progress or (lambda message: log.info("%s", message))
+
+    async def current(self) -> Membership:
+        """The newest membership any reachable seed or member holds."""
+        answers: list[types_pb2.Membership] = []
+        errors: list[str] = []
+        for address in self._seeds:
+            try:
+                answers.append(await self._get_membership(address))
+            except KVError as exc:
+                errors.append(str(exc))
+        if not answers:
+            raise Unavailable(f"no node answered GetMembership: {'; '.join(errors)}")
+        newest = Membership.from_proto(max(answers, key=lambda m: m.epoch))
+        for member in newest.members:  # members may know a newer epoch than the seeds
+            if member.address in self._seeds:
+                continue
+            try:
+                answer = await self._get_membership(member.address)
+            except KVError:
+                continue
+            if answer.epoch > newest.epoch:
+                newest = Membership.from_proto(answer)
+        return newest
+
+    async def _get_membership(self, address: str) -> types_pb2.Membership:
+        reply = await _call(address, "GetMembership", admin_pb2.GetMembershipRequest(), self._timeout)
+        assert isinstance(reply, types_pb2.Membership)
+        return reply
+
+    async def install(self, membership: Membership, extra: Sequence[str] = ()) -> None:
+        """Install a membership on every member (and ``extra`` addresses). All must accept it:
+        a member that cannot be reached stops the change, to be retried later."""
+        targets = dict.fromkeys([m.address for m in membership.members] + list(extra))
+        request = admin_pb2.SetMembershipRequest(membership=membership.to_proto())
+        results = await asyncio.gather(
+            *(_call(a, "SetMembership", request, self._timeout) for a in targets), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # A refusal (stale or conflicting epoch) is definite; anything else may pass on retry.
+            kind = (
+                FailedPrecondition
+                if any(isinstance(f, FailedPrecondition) for f in failures)
+                else Unavailable
+            )
+            raise kind(
+                f"membership epoch {membership.epoch} not installed everywhere: "
+                + "; ".join(str(f) for f in failures)
+            )
+        self._progress(f"epoch {membership.epoch}: {describe(membership)}")
+
+    async def bootstrap(self) -> Membership:
+        """Give a cluster started from --peers (epoch 0) a real epoch, so that nodes started
+        later learn the membership from it instead of from their own flags."""
+        current = await self.current()
+        if current.epoch == 0:
+            current = replace(current, epoch=1)
+            await self.install(current)
+        return current
+
+    async def add(self, member_id: str, address: str) -> Membership:
+        """Make ``member_id`` (already running at ``address``) an ACTIVE member with its data."""
+        current = await self.bootstrap()
+        existing = current.member(member_id)
+        if existing is not None and existing.state == MemberState.ACTIVE and existing.address == address:
+            return current
+        if existing is not None and existing.state == MemberState.LEAVING:
+            raise FailedPrecondition(f"{member_id} is leaving; finish removing it before adding it back")
+        if existing is None:
+            _refuse_concurrent_change(current)
+            members = (*current.members, Member(member_id, address, MemberState.JOINING))
+            current = replace(current, epoch=current.epoch + 1, members=members)
+            await self.install(current)
+        else:
+            await self.install(current)  # finish a half-done install after a crash
+        self._progress(f"{member_id}: streaming in the partitions it gains")
+        await self._await_transfer(address, "Join")
+        return await self._finish(current, member_id, MemberState.ACTIVE)
+
+    async def remove(self, member_id: str) -> Membership:
+        """Drain ``member_id``'s data to the remaining members, verify it, then drop it."""
+        current = await self.current()
+        existing = current.member(member_id)
+        if existing is None:
+            return current
+        if existing.state == MemberState.JOINING:
+            raise FailedPrecondition(f"{member_id} is still joining; finish adding it before removing it")
+        remaining = [m for m in current.members if m.id != member_id and m.state != MemberState.LEAVING]
+        if len(remaining) < current.replication_factor:
+            raise FailedPrecondition(
+                f"removing {member_id} would leave {len(remaining)} members, fewer than the replication "
+                f"factor {current.replication_factor}"
+            )
+        if existing.state == MemberState.ACTIVE:
+            _refuse_concurrent_change(current)
+            members = tuple(
+                replace(m, state=MemberState.LEAVING) if m.id == member_id else m for m in current.members
+            )
+            current = replace(current, epoch=current.epoch + 1, members=members)
+            await self.install(current)
+        else:
+            await self.install(current)
+        self._progress(f"{member_id}: draining its partitions to their new owners")
+        await self._await_transfer(existing.address, "Decommission")
+        return await self._finish(current, member_id, None, extra=[existing.address])
+
+    async def _finish(
+        self, current: Membership, member_id: str, state: MemberState | None, extra: Sequence[str] = ()
+    ) -> Membership:
+        """One more epoch: the member becomes ``state``, or is dropped when ``state`` is None."""
+        members = tuple(
+            (replace(m, state=state) if m.id == member_id and state is not None else m)
+            for m in current.members
+            if not (m.id == member_id and state is None)
+        )
+        final = replace(current, epoch=current.epoch + 1, members=members)
+        await self.install(final, extra)
+        return final
+
+    async def _await_transfer(self, address: str, method: str) -> admin_pb2.TransferStatus:
+        request = admin_pb2.JoinRequest() if method == "Join" else admin_pb2.DecommissionRequest()
+        deadline = asyncio.get_running_loop().time() + self._transfer_timeout
+        last_done = -1
+        while asyncio.get_running_loop().time() < deadline:
+            status = await _call(address, method, request, self._timeout)
+            assert isinstance(status, admin_pb2.TransferStatus)
+            if status.kind == method.lower():  # else another transfer (a rebuild) runs first
+                if status.state == admin_pb2.TRANSFER_STATE_DONE:
+                    self._progress(
+                        f"{status.kind} done: {status.records_copied} records, "
+                        f"{status.partitions_total} partitions"
+                    )
+                    return status
+                if status.state == admin_pb2.TRANSFER_STATE_FAILED:
+                    raise Unavailable(f"{status.kind} on {address} failed: {status.error}")
+                if status.partitions_done != last_done:
+                    last_done = status.partitions_done
+                    self._progress(
+                        f"{status.kind}: {status.partitions_done}/{status.partitions_total} partitions"
+                    )
+            await asyncio.sleep(POLL_SECONDS)
+        raise Unavailable(f"{method} on {address} did not finish in {self._transfer_timeout:.0f}s")
+
+
+def _refuse_concurrent_change(membership: Membership) -> None:
+    busy = [m.id for m in membership.members if m.state != MemberState.ACTIVE]
+    if busy:
+        raise FailedPrecondition(
+            f"another membership change is under way ({', '.join(busy)}); finish it first"
+        )
+
+
+def describe(membership: Membership) -> str:
+    return ", ".join(
+        m.id if m.state == MemberState.ACTIVE else f"{m.id} ({m.state.name.lower()})"
+        for m in membership.members
+    )

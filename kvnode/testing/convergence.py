@@ -1,0 +1,34 @@
+"""Do replicas agree? Compares per-partition digests across each partition's replica set."""
+
+from __future__ import annotations
+
+import grpc
+
+from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
+from kvnode.membership import Membership
+from kvnode.placement import Placement
+from kvnode.testing.processes import ProcessCluster
+
+EMPTY_DIGEST = bytes(16)
+
+
+def membership_of(address: str) -> Membership:
+    with grpc.insecure_channel(address) as channel:
+        reply = admin_pb2_grpc.AdminStub(channel).GetMembership(admin_pb2.GetMembershipRequest(), timeout=10)
+    return Membership.from_proto(reply)
+
+
+def divergent_partitions(cluster: ProcessCluster) -> dict[int, dict[str, bytes]]:
+    """Partitions whose replicas (per the membership of the running nodes) hold different digests.
+
+    A node may keep leftover data for partitions it no longer replicates; only replicas count.
+    """
+    running = [n for n in cluster.nodes if n.running]
+    placement = Placement(membership_of(running[0].address))
+    digests = {n.node_id: cluster.digests(n.node_id) for n in running}
+    divergent = {}
+    for p in range(placement.partitions):
+        seen = {r: digests[r].get(p, EMPTY_DIGEST) for r in placement.read_replicas(p) if r in digests}
+        if len(set(seen.values())) > 1:
+            divergent[p] = seen
+    return divergent
