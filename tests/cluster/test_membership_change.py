@@ -48,13 +48,15 @@ class Writer:
                         self.failed += 1
         finally:
             for channel in channels:
-                await channel.close()
+                await channel.close(None)
 
     def stop(self) -> None:
         self._stop.set()
 
 
-async def missing_keys(endpoint: str, keys: list[bytes], level: int) -> list[bytes]:
+async def missing_keys(
+    endpoint: str, keys: list[bytes], level: types_pb2.Consistency.ValueType
+) -> list[bytes]:
     async with grpc.aio.insecure_channel(endpoint) as channel:
         kv = kv_pb2_grpc.KVStub(channel)
         missing: list[bytes] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ from kvnode.testing.processes import ProcessCluster, wait_for, wait_until
 ONE, QUORUM, ALL = types_pb2.CONSISTENCY_ONE, types_pb2.CONSISTENCY_QUORUM, types_pb2.CONSISTENCY_ALL
 
 
-def stub(address: str) -> tuple[grpc.aio.Channel, kv_pb2_grpc.KVStub]:
+def stub(address: str) -> tuple[grpc.aio.Channel, kv_pb2_grpc.KVAsyncStub]:
     channel = grpc.aio.insecure_channel(address)
     return channel, kv_pb2_grpc.KVStub(channel)
 
@@ -30,8 +31,8 @@ async def read_local(address: str, key: bytes) -> bytes | None:
     return reply.kv.value if reply.kv.found else None
 
 
-async def _equals(value: object, expected: object) -> bool:
-    return await value == expected  # type: ignore[misc]
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
 
 
 async def test_a_write_reaches_every_replicas_own_store(cluster: ProcessCluster) -> None:
@@ -102,7 +103,7 @@ async def write_for(
             await asyncio.to_thread(action)  # type: ignore[arg-type]
     finally:
         for channel, _ in channels:
-            await channel.close()
+            await channel.close(None)
     return acked
 
 
@@ -154,7 +155,7 @@ async def test_concurrent_writers_to_the_same_keys_leave_replicas_identical(clus
         await asyncio.gather(*(writer(w) for w in range(12)))
     finally:
         for channel, _ in channels:
-            await channel.close()
+            await channel.close(None)
     wait_for(lambda: not divergent_partitions(cluster), 30, "replicas to agree")
     for key in keys:
         values = {await read_local(n.address, key) for n in cluster.nodes}

@@ -41,6 +41,6 @@ async def node(make_node: NodeFactory) -> Node:
 
 
 @pytest.fixture
-async def kv(node: Node) -> AsyncIterator[kv_pb2_grpc.KVStub]:
+async def kv(node: Node) -> AsyncIterator[kv_pb2_grpc.KVAsyncStub]:
     async with grpc.aio.insecure_channel(node.config.listen) as channel:
         yield kv_pb2_grpc.KVStub(channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -13,7 +14,8 @@ from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
 from kvnode.config import Limits
 from kvnode.node import Node
 
-KV = kv_pb2_grpc.KVStub
+if TYPE_CHECKING:
+    KV = kv_pb2_grpc.KVAsyncStub
 NodeFactory = Callable[..., Awaitable[Node]]
 
 
@@ -139,7 +141,7 @@ async def test_batch_limits(kv: KV) -> None:
 async def test_configured_limits_apply(make_node: NodeFactory) -> None:
     node = await make_node("small", limits=Limits(max_key_bytes=8, max_value_bytes=16, max_batch_items=2))
     async with grpc.aio.insecure_channel(node.config.listen) as channel:
-        kv = kv_pb2_grpc.KVStub(channel)
+        kv: KV = kv_pb2_grpc.KVStub(channel)
         await expect_status(
             kv.Put(kv_pb2.PutRequest(key=b"123456789", value=b"")),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -56,10 +57,9 @@ async def read_all(address: str, keys: list[bytes]) -> dict[bytes, bytes]:
 
 
 @pytest.fixture
-def single(tmp_path: Path) -> ProcessCluster:
-    cluster = ProcessCluster(tmp_path, size=1)
-    yield cluster  # type: ignore[misc]
-    cluster.close()
+def single(tmp_path: Path) -> Iterator[ProcessCluster]:
+    with ProcessCluster(tmp_path, size=1) as cluster:
+        yield cluster
 
 
 async def test_acknowledged_writes_survive_sigkill(single: ProcessCluster) -> None:
