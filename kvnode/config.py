@@ -59,6 +59,8 @@ class NodeConfig:
     anti_entropy_interval: float = 60.0
     tombstone_grace: float = 10 * 86400.0
     clock_offset_ms: int = 0
+    # TEST-ONLY: a deliberately broken build for the chaos suite (see --unsafe-ack-before-replication).
+    unsafe_ack_delay: float = 0.0
     grace_period: float = 10.0
 
     @property

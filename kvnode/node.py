@@ -195,6 +195,7 @@ class Node:
             self.hints,
             self.metrics,
             timeout=cfg.replica_timeout,
+            unsafe_ack_delay=cfg.unsafe_ack_delay,
         )
         self.scanner = Scanner(self.topology, self.replicas, timeout=cfg.replica_timeout)
         self.anti_entropy = AntiEntropy(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from kvnode.api.v1 import types_pb2
@@ -67,6 +68,27 @@ def newest(records: list[Record | None]) -> Record | None:
         if rec is not None and (best is None or rec.version > best.version):
             best = rec
     return best
+
+
+MESSAGE_BUDGET = 4 * 1024 * 1024
+
+
+def chunked(
+    records: Iterable[Record], max_items: int = 1000, max_bytes: int = MESSAGE_BUDGET
+) -> Iterator[list[Record]]:
+    """Split records into lists that fit one RPC: at most ``max_items`` and about ``max_bytes``
+    (a single record over the budget still travels alone)."""
+    chunk: list[Record] = []
+    size = 0
+    for rec in records:
+        rec_size = len(rec.key) + len(rec.value) + 64
+        if chunk and (len(chunk) >= max_items or size + rec_size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(rec)
+        size += rec_size
+    if chunk:
+        yield chunk
 
 
 def missing(key: bytes) -> types_pb2.KeyValue:

@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--clock-offset-ms", type=int, default=0, help="skew this node's clock (for fault-injection tests)"
     )
     env.add("--log-level", choices=LOG_LEVELS, default="info", help="log verbosity")
+    # TEST-ONLY, hidden: acknowledge writes before replicating them, and replicate them this long
+    # later. It loses acknowledged writes when the node dies; the chaos suite uses it to prove that
+    # its checker notices (tests/chaos, test_checker_catches_lost_writes_of_a_broken_build).
+    parser.add_argument(
+        "--unsafe-ack-before-replication",
+        dest="unsafe_ack_delay",
+        type=typed(parse_duration),
+        default=0.0,
+        help=argparse.SUPPRESS,
+    )
     return parser
 
 
@@ -174,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         anti_entropy_interval=args.anti_entropy_interval,
         tombstone_grace=args.tombstone_grace,
         clock_offset_ms=args.clock_offset_ms,
+        unsafe_ack_delay=args.unsafe_ack_delay,
         grace_period=args.grace_period,
     )
 

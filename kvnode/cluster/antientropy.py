@@ -20,12 +20,13 @@ from kvnode.cluster.replicas import KeyVersionEntry, PeerLink, Replica
 from kvnode.cluster.topology import Topology
 from kvnode.hlc import HybridClock, from_ms, physical_ms
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Version
+from kvnode.record import Version, chunked
 from kvnode.storage.engine import Storage
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+READ_PAGE = 64  # values can be 1 MiB each: keep a read's answer well inside one message
 
 
 @dataclass
@@ -127,11 +128,12 @@ class AntiEntropy:
             ]
 
         push, pull = wanted(local, remote), wanted(remote, local)
-        for start in range(0, len(push), PAGE):
-            records = [r for r in self._storage.get_many(push[start : start + PAGE]) if r is not None]
-            await link.apply([(r, False) for r in records], repair=True)
-        for start in range(0, len(pull), PAGE):
-            fetched = await link.read(pull[start : start + PAGE])
+        for start in range(0, len(push), READ_PAGE):
+            records = [r for r in self._storage.get_many(push[start : start + READ_PAGE]) if r is not None]
+            for chunk in chunked(records):
+                await link.apply([(r, False) for r in chunk], repair=True)
+        for start in range(0, len(pull), READ_PAGE):
+            fetched = await link.read(pull[start : start + READ_PAGE])
             await self._replicas.local.apply([(r, False) for r in fetched if r is not None], repair=True)
         self._metrics.ae_repairs.labels("push").inc(len(push))
         self._metrics.ae_repairs.labels("pull").inc(len(pull))

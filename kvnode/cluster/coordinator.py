@@ -127,6 +127,11 @@ class _ReadTracker:
         return picked
 
 
+def _ignore_result(task: asyncio.Task[list[Record | None]]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _settle(future: asyncio.Future[bool], ok: bool) -> None:
     if not future.done():
         future.set_result(ok)
@@ -149,6 +154,7 @@ class Coordinator:
         metrics: NodeMetrics,
         *,
         timeout: float,
+        unsafe_ack_delay: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.topology = topology
@@ -157,6 +163,13 @@ class Coordinator:
         self.hints = hints
         self.metrics = metrics
         self.timeout = timeout
+        self.unsafe_ack_delay = unsafe_ack_delay
+        if unsafe_ack_delay:
+            log.warning(
+                "TEST-ONLY --unsafe-ack-before-replication is set: writes are acknowledged before they "
+                "are stored anywhere, and are lost if this node dies within %.1fs",
+                unsafe_ack_delay,
+            )
         self._background: set[asyncio.Task[object]] = set()
 
     # -- public operations -------------------------------------------------------------------
@@ -170,10 +183,18 @@ class Coordinator:
             if current is not None:
                 self.clock.observe(current.version.hlc)
         record = Record(key, b"" if tombstone else value, Version(self.clock.now(), self.node_id), tombstone)
+        if self.unsafe_ack_delay and level is not Level.LINEARIZABLE:
+            # TEST-ONLY broken build (--unsafe-ack-before-replication): acknowledge first, replicate later.
+            self._spawn(self._replicate_later(record, level))
+            return WriteResult(record.version, None)
         tracker = (await self._replicate([(record, want_previous)], level))[0]
         if not tracker.future.result():
             raise tracker.error(level)
         return WriteResult(record.version, tracker.previous)
+
+    async def _replicate_later(self, record: Record, level: Level) -> None:
+        await asyncio.sleep(self.unsafe_ack_delay)
+        await self._replicate([(record, False)], level)
 
     async def write_many(self, mutations: Sequence[tuple[bytes, bytes, bool]], level: Level) -> list[Version]:
         """Independent puts and deletes; fails if any mutation misses its level."""
@@ -306,6 +327,8 @@ class Coordinator:
                     else:
                         tracker.stale |= isinstance(error, StaleEpoch)
             self._ask(keys, trackers, waiting, 0, inflight)
+        for task in inflight:  # answers no longer needed; don't leave their errors unretrieved
+            task.add_done_callback(_ignore_result)
         return trackers
 
     def _ask(

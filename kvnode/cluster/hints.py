@@ -16,7 +16,7 @@ from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.topology import Topology
 from kvnode.hlc import HybridClock, physical_ms
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record
+from kvnode.record import Record, chunked
 from kvnode.storage.engine import Hint, Storage, WriteTxn
 from kvnode.storage.groupcommit import GroupCommitter
 
@@ -117,7 +117,8 @@ class HintedHandoff:
                 peer = self._replicas.peer(target)
                 if peer is None:
                     return delivered
-                await peer.apply([(h.record, False) for h in keep], repair=True)
+                for chunk in chunked(h.record for h in keep):
+                    await peer.apply([(r, False) for r in chunk], repair=True)
                 self._metrics.hints_replayed.labels(target).inc(len(keep))
                 delivered += len(keep)
             freed = await self._committer.submit(functools.partial(_delete_hints, [h.id for h in hints]))

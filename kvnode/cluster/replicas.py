@@ -148,7 +148,8 @@ class PeerLink:
         self._apply = Batcher(
             self._send_apply, size_of=lambda item: len(item[0].key) + len(item[0].value) + 64
         )
-        self._read = Batcher(self._send_read, size_of=lambda key: len(key) + 16)
+        # Answers carry values of up to 1 MiB each: keep a batched read's answer inside one message.
+        self._read = Batcher(self._send_read, max_items=64, size_of=lambda key: len(key) + 16)
         self.reachable = True
         self.last_seen = 0.0
         self._started: dict[int, float] = {}

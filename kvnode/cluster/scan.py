@@ -16,7 +16,7 @@ from kvnode.cluster.consistency import Level
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.topology import Topology
 from kvnode.errors import InvalidArgument, Unavailable
-from kvnode.record import Record
+from kvnode.record import MESSAGE_BUDGET, Record
 
 _TOKEN_V1 = b"\x01"
 
@@ -98,6 +98,9 @@ class Scanner:
                 if seen is None or rec.version > seen.version:
                     merged[rec.key] = rec
         live = [merged[k] for k in sorted(merged) if not merged[k].tombstone]
-        if len(live) > limit:
-            return ScanPage(live[:limit], encode_token(live[limit - 1].key))
+        size = 0
+        for n, rec in enumerate(live):  # end the page early rather than send an oversized message
+            size += len(rec.key) + len(rec.value)
+            if n and (n >= limit or size > MESSAGE_BUDGET):
+                return ScanPage(live[:n], encode_token(live[n - 1].key))
         return ScanPage(live, b"" if bound is None else encode_token(bound))

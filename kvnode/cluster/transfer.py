@@ -30,7 +30,7 @@ from kvnode.errors import FailedPrecondition, Unavailable
 from kvnode.membership import MemberState
 from kvnode.metrics import NodeMetrics
 from kvnode.placement import quorum
-from kvnode.record import Record
+from kvnode.record import Record, chunked
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ class TransferManager:
 
     async def _write(self, target: str, records: list[Record]) -> None:
         replica = self._replicas.get(target)
-        for start in range(0, len(records), PAGE):
-            await replica.apply([(r, False) for r in records[start : start + PAGE]], repair=True)
+        for chunk in chunked(records):
+            await replica.apply([(r, False) for r in chunk], repair=True)
 
     async def _pull(self, partition: int) -> int:
         old = self._topology.placement.read_replicas(partition)

@@ -134,6 +134,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         if level is Level.LINEARIZABLE:
             raise InvalidArgument("LINEARIZABLE is for single-key operations; use ONE, QUORUM or ALL")
         records = await self.coordinator.read(keys, level)
+        size = sum(len(r.value) for r in records if r is not None)
+        if size > self.limits.max_batch_bytes:
+            raise InvalidArgument(
+                f"the values of these keys add up to {size} bytes, over the limit of "
+                f"{self.limits.max_batch_bytes} bytes (--max-batch-bytes); ask for fewer keys"
+            )
         return kv_pb2.BatchGetResponse(
             kvs=[missing(k) if r is None else r.to_key_value() for k, r in zip(keys, records, strict=True)]
         )

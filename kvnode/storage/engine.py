@@ -31,7 +31,15 @@ import lmdb
 
 from kvnode.errors import StorageError, StorageFull
 from kvnode.placement import partition_of
-from kvnode.record import Record, Version, decode_value, decode_version, encode_value, record_hash
+from kvnode.record import (
+    MESSAGE_BUDGET,
+    Record,
+    Version,
+    decode_value,
+    decode_version,
+    encode_value,
+    record_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -322,23 +330,27 @@ class Storage:
         prefix: bytes,
         limit: int,
         keys_only: bool = False,
+        max_bytes: int = MESSAGE_BUDGET,
     ) -> tuple[list[Record], bool]:
-        """Records (tombstones included) in [max(start, prefix), end) with the prefix, in key order.
+        """Records (tombstones included) in [max(start, prefix), end) with the prefix, in key order,
+        at most ``limit`` of them and about ``max_bytes``, so that a page fits one message.
 
         Returns (records, exhausted): exhausted is True when nothing follows in the range.
         """
         first = max(start, prefix)
         out: list[Record] = []
+        size = 0
         with self.reading() as txn, txn.cursor(db=self.data_db) as cur:
             if not cur.set_range(first):
                 return out, True
             for key, raw in cur.iternext():
                 if (end and key >= end) or not key.startswith(prefix):
                     return out, True
-                if len(out) >= limit:
+                if len(out) >= limit or (out and size + len(key) + len(raw) > max_bytes):
                     return out, False
                 rec = decode_value(key, raw)
                 out.append(rec._replace(value=b"") if keys_only else rec)
+                size += len(key) + (0 if keys_only else len(raw))
         return out, True
 
     def digests(self, partitions: list[int] | None = None) -> list[tuple[int, bytes, int]]:
@@ -361,6 +373,7 @@ class Storage:
     ) -> tuple[list[T], bool]:
         prefix = _PART.pack(partition)
         out: list[T] = []
+        size = 0
         with self.reading() as txn, txn.cursor(db=self.pidx_db) as cur:
             found = cur.set_range(prefix + after)
             if found and after and cur.key() == prefix + after:
@@ -369,12 +382,13 @@ class Storage:
                 index_key = cur.key()
                 if not index_key.startswith(prefix):
                     return out, True
-                if len(out) >= limit:
+                if len(out) >= limit or size > MESSAGE_BUDGET:
                     return out, False
                 key = index_key[_PART.size :]
                 raw = txn.get(key, db=self.data_db)
                 if raw is not None:
                     out.append(decode(key, raw))
+                    size += len(key) + len(raw)
                 found = cur.next()
         return out, True
 

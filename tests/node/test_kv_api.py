@@ -211,3 +211,24 @@ async def test_health_and_reflection_are_served(node: Node) -> None:
             "kvnode.api.v1.Admin",
             "grpc.health.v1.Health",
         } <= names
+
+
+async def test_pages_and_batches_of_large_values_stay_inside_one_message(kv: KV) -> None:
+    big = b"v" * (900 * 1024)
+    for i in range(10):
+        await kv.Put(kv_pb2.PutRequest(key=b"big%02d" % i, value=big))
+    seen: list[bytes] = []
+    token = b""
+    while True:
+        page = await kv.Scan(kv_pb2.ScanRequest(prefix=b"big", continuation_token=token))
+        assert sum(len(item.value) for item in page.kvs) <= 4 * 1024 * 1024 + len(big)
+        seen += [item.key for item in page.kvs]
+        token = page.continuation_token
+        if not token:
+            break
+    assert seen == [b"big%02d" % i for i in range(10)]
+    await expect_status(
+        kv.BatchGet(kv_pb2.BatchGetRequest(keys=[b"big%02d" % i for i in range(10)])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "over the limit of 4194304 bytes (--max-batch-bytes); ask for fewer keys",
+    )
