@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _U64 = struct.Struct(">Q")
 MAINTENANCE_INTERVAL = 30.0
+PROBE_INTERVAL = 2.0
 GC_BATCH = 1000
 SERVICE_NAMES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
@@ -220,6 +221,7 @@ class Node:
         self._spawn(self._every(cfg.hint_replay_interval, self.hints.replay_all))
         self._spawn(self._every(cfg.anti_entropy_interval, self.anti_entropy.run_round, jitter=True))
         self._spawn(self._every(MAINTENANCE_INTERVAL, self._maintain))
+        self._spawn(self._every(PROBE_INTERVAL, self._probe_unreachable))
         if cfg.metrics_listen:
             host, port = parse_host_port(cfg.metrics_listen, what="--metrics-listen")
             try:
@@ -326,9 +328,14 @@ class Node:
         self.metrics.rebuilding.set(0)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
 
-    async def _learn_membership(self) -> bool:
+    async def _probe_unreachable(self) -> None:
+        """Ask peers marked unreachable for their membership: an idle link learns that a peer is
+        back (and any newer epoch it holds) without waiting for client traffic."""
+        await self._learn_membership([p for p in self.replicas.peers if not p.reachable])
+
+    async def _learn_membership(self, peers: list[PeerLink] | None = None) -> bool:
         """Adopt the newest membership any peer holds. True if some peer answered (or none exist)."""
-        peers = self.replicas.peers
+        peers = self.replicas.peers if peers is None else peers
         if not peers:
             return True
         results = await asyncio.gather(*(p.membership() for p in peers), return_exceptions=True)

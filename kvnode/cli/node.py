@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kvnode import __version__
-from kvnode.cli.options import LOG_LEVELS, EnvArgs, setup_logging, typed
+from kvnode.cli.options import LOG_LEVELS, EnvArgs, positive_int, setup_logging, typed
 from kvnode.cluster.consistency import Level
 from kvnode.config import (
     Limits,
@@ -39,13 +39,6 @@ def _address(value: str) -> str:
     if value:
         parse_host_port(value)
     return value
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} must be at least 1")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=(),
         help="cluster members as ID=HOST:PORT,... (this node included); empty for a single node",
     )
-    env.add("--replication-factor", type=typed(_positive), default=3, help="replicas per partition")
-    env.add("--partitions", type=typed(_positive), default=1024, help="partitions in the key space (fixed)")
+    env.add("--replication-factor", type=typed(positive_int), default=3, help="replicas per partition")
+    env.add(
+        "--partitions", type=typed(positive_int), default=1024, help="partitions in the key space (fixed)"
+    )
     env.add(
         "--default-consistency",
         type=typed(lambda v: Level.parse(v).name),
@@ -93,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add("--max-value-bytes", type=typed(parse_size), default=Limits.max_value_bytes, help="largest value")
     env.add(
         "--max-batch-items",
-        type=typed(_positive),
+        type=typed(positive_int),
         default=Limits.max_batch_items,
         help="most items in a batch or scan page",
     )

@@ -25,6 +25,13 @@ def typed(parse: Callable[[str], T]) -> Callable[[str], T]:
     return run
 
 
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} must be at least 1")
+    return number
+
+
 class EnvArgs:
     """Adds flags whose default comes from ``<PREFIX><NAME>`` in the environment."""
 

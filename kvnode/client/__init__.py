@@ -1,0 +1,65 @@
+"""The Python client for a kvnode cluster.
+
+    from kvnode.client import KVClient
+
+    with KVClient("127.0.0.1:7000,127.0.0.1:7001") as kv:
+        kv.put("greeting", "hello")
+        entry = kv.get("greeting")          # Entry(key=b"greeting", value=b"hello", version=...)
+
+:class:`AsyncKVClient` is the asyncio twin. Errors are the types in :mod:`kvnode.errors`. See
+docs/client.md.
+"""
+
+from kvnode.client.admin import AsyncAdmin, EndpointStatus
+from kvnode.client.aio import AsyncKVClient
+from kvnode.client.retry import RetryPolicy
+from kvnode.client.sync import Admin, KVClient
+from kvnode.client.types import (
+    Attempt,
+    ConsistencyLike,
+    DeleteResult,
+    Entry,
+    KeyLike,
+    PutResult,
+    ScanPage,
+    WriteResult,
+)
+from kvnode.cluster.consistency import Level
+from kvnode.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    KVError,
+    NotFound,
+    StorageError,
+    StorageFull,
+    Unavailable,
+)
+from kvnode.record import Version
+
+__all__ = [
+    "Admin",
+    "AsyncAdmin",
+    "AsyncKVClient",
+    "Attempt",
+    "ConsistencyLike",
+    "DeadlineExceeded",
+    "DeleteResult",
+    "EndpointStatus",
+    "Entry",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "KVClient",
+    "KVError",
+    "KeyLike",
+    "Level",
+    "NotFound",
+    "PutResult",
+    "RetryPolicy",
+    "ScanPage",
+    "StorageError",
+    "StorageFull",
+    "Unavailable",
+    "Version",
+    "WriteResult",
+]
