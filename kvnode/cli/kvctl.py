@@ -10,8 +10,9 @@ Global flags may come before or after the subcommand, and can be set as ``KVCTL_
 environment. Exit codes: 0 ok, 1 key not found, 2 usage error or invalid request, 3 the request
 failed (server error, unavailable, timeout), 130 interrupted. See docs/kvctl.md.
 
-A subcommand is one function registered with :func:`command`; it gets the parsed arguments and a
-:class:`Session` and returns the exit code.
+A subcommand is one function registered with :func:`kvnode.cli.kvctl_core.command`; it gets the
+parsed arguments and a :class:`~kvnode.cli.kvctl_core.Session` and returns the exit code. The
+cluster-administration subcommands (member, backup, restore) live in ``kvctl_admin``.
 """
 
 from __future__ import annotations
@@ -19,77 +20,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kvnode import __version__
 from kvnode.cli import kvctl_output as out
+from kvnode.cli.kvctl_core import (
+    COMMANDS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    Session,
+    command,
+)
 from kvnode.cli.options import EnvArgs, typed
-from kvnode.client import InvalidArgument, KVClient, KVError, Level
-from kvnode.client.aio import ClientOptions
+from kvnode.client import InvalidArgument, KVError, Level
 from kvnode.client.endpoints import parse_endpoints
 from kvnode.config import parse_duration
-
-EXIT_OK = 0
-EXIT_NOT_FOUND = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 3
-EXIT_INTERRUPTED = 130
-
-
-class Session:
-    """What a subcommand works with: the global options and a client made on first use."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.json = args.output == "json"
-        self._client: KVClient | None = None
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        endpoints: tuple[str, ...] = self.args.endpoints
-        return endpoints
-
-    def client_options(self, *, route: bool) -> ClientOptions:
-        return {"timeout": self.args.timeout, "consistency": self.args.consistency, "route": route}
-
-    @property
-    def client(self) -> KVClient:
-        if self._client is None:
-            # One command is a call or a few: learning the membership to route them costs more
-            # than the hop it saves.
-            self._client = KVClient(self.endpoints, **self.client_options(route=False))
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-
-Run = Callable[[argparse.Namespace, Session], int]
-Configure = Callable[[argparse.ArgumentParser], None]
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    configure: Configure
-    run: Run
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str, help: str, configure: Configure = lambda parser: None) -> Callable[[Run], Run]:
-    """Register a subcommand: ``configure`` adds its arguments, the decorated function runs it."""
-
-    def register(run: Run) -> Run:
-        COMMANDS[name] = Command(name, help, configure, run)
-        return run
-
-    return register
 
 
 def _utf8(value: str) -> bytes:
@@ -214,6 +162,9 @@ def bench(args: argparse.Namespace, session: Session) -> int:
 
     return EXIT_OK if run(args, session) else EXIT_FAILED
 
+
+# The cluster-administration subcommands register themselves after the data ones, in help order.
+from kvnode.cli import kvctl_admin  # noqa: E402, F401
 
 # -- parsing and running -----------------------------------------------------------------------
 

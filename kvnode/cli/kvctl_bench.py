@@ -20,7 +20,7 @@ from kvnode.client import AsyncKVClient, KVError
 from kvnode.config import parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from kvnode.cli.kvctl import Session
+    from kvnode.cli.kvctl_core import Session
 
 PREFILL_BATCH = 500
 PROGRESS_EVERY = 0.25
