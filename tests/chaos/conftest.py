@@ -1,0 +1,97 @@
+"""Fixtures for the chaos scenarios: clusters of real kvnode processes (on loopback, behind the
+fault-injecting proxy, or in network namespaces), always torn down, and a directory for artifacts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.chaos import netns
+from e2e.chaos.faults import Faults, NetnsPartitioner, Partitioner, ProxyPartitioner
+from e2e.chaos.history import History
+from e2e.chaos.proxy import ProxyMesh
+from e2e.chaos.workload import Clock
+from kvnode.testing.processes import ProcessCluster
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """$CHAOS_ARTIFACTS, or a pytest temporary directory; each scenario writes a folder in it."""
+    env = os.environ.get("CHAOS_ARTIFACTS")
+    if env:
+        path = Path(env).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("chaos")
+
+
+class Lab:
+    """A started cluster and the fault actions on it, with the clock and history they share."""
+
+    def __init__(self, cluster: ProcessCluster, partitioner: Partitioner | None) -> None:
+        from e2e.chaos.faults import FaultLog
+
+        self.cluster = cluster
+        self.clock = Clock()
+        self.history = History()
+        self.faults = Faults(cluster, FaultLog(self.history, self.clock), partitioner)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.cluster.endpoints
+
+
+MakeLab = Callable[..., Lab]
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
+    """``make_lab(size=3, network="loopback"|"proxy"|"netns", extra_args=(), node_args={i: [...]})``."""
+    cleanups: list[Callable[[], None]] = []
+
+    def make(
+        size: int = 3,
+        *,
+        network: str = "loopback",
+        extra_args: tuple[str, ...] = (),
+        node_args: dict[int, list[str]] | None = None,
+        partitions: int = 64,
+    ) -> Lab:
+        root = tmp_path / f"cluster{len(cleanups)}"
+        partitioner: Partitioner | None = None
+        if network == "netns":
+            ok, why = netns.available()
+            if not ok:
+                pytest.skip(f"network-namespace partitions need root and iproute2: {why}")
+            lab = netns.NetnsLab(size)
+            cleanups.append(lab.close)
+            cluster = ProcessCluster(
+                root, size, partitions=partitions, extra_args=extra_args,
+                hosts=lab.node_ips, ports=[netns.NODE_PORT] * size, netns=lab.nodes,
+            )  # fmt: skip
+            partitioner = NetnsPartitioner(lab)
+        else:
+            cluster = ProcessCluster(root, size, partitions=partitions, extra_args=extra_args)
+            if network == "proxy":
+                mesh = ProxyMesh()
+                cleanups.append(mesh.close)
+                for a in cluster.nodes:
+                    for b in cluster.nodes:
+                        if a is not b:
+                            mesh.add(a.node_id, b.node_id, b.address)
+                cluster.peer_address = lambda a, b: mesh.address(a.node_id, b.node_id)
+                partitioner = ProxyPartitioner(mesh, [n.node_id for n in cluster.nodes])
+        cleanups.append(cluster.close)
+        for i, args in (node_args or {}).items():
+            cluster[i].extra_args += args
+        cluster.start()
+        return Lab(cluster, partitioner)
+
+    try:
+        yield make
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
