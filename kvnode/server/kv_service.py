@@ -52,21 +52,25 @@ class KVService(kv_pb2_grpc.KVServicer):
     def _level(self, value: int) -> Level:
         return resolve(value, self.default_level)
 
-    @handler("Put")
-    async def Put(self, request: kv_pb2.PutRequest, context: Ctx) -> kv_pb2.PutResponse:
+    async def _write(
+        self, request: kv_pb2.PutRequest | kv_pb2.DeleteRequest, value: bytes, tombstone: bool
+    ) -> tuple[types_pb2.Version, types_pb2.KeyValue | None]:
+        """A put or a delete: (the new version, the replaced value if asked for)."""
         check_key(request.key, self.limits)
-        check_value(request.value, self.limits)
+        check_value(value, self.limits)
         result = await self.coordinator.write(
             request.key,
-            request.value,
-            tombstone=False,
+            value,
+            tombstone=tombstone,
             level=self._level(request.consistency),
             want_previous=request.return_previous,
         )
-        return kv_pb2.PutResponse(
-            version=result.version.to_proto(),
-            previous=_previous(request.key, result, request.return_previous),
-        )
+        return result.version.to_proto(), _previous(request.key, result, request.return_previous)
+
+    @handler("Put")
+    async def Put(self, request: kv_pb2.PutRequest, context: Ctx) -> kv_pb2.PutResponse:
+        version, previous = await self._write(request, request.value, tombstone=False)
+        return kv_pb2.PutResponse(version=version, previous=previous)
 
     @handler("Get")
     async def Get(self, request: kv_pb2.GetRequest, context: Ctx) -> kv_pb2.GetResponse:
@@ -76,18 +80,8 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     @handler("Delete")
     async def Delete(self, request: kv_pb2.DeleteRequest, context: Ctx) -> kv_pb2.DeleteResponse:
-        check_key(request.key, self.limits)
-        result = await self.coordinator.write(
-            request.key,
-            b"",
-            tombstone=True,
-            level=self._level(request.consistency),
-            want_previous=request.return_previous,
-        )
-        return kv_pb2.DeleteResponse(
-            version=result.version.to_proto(),
-            previous=_previous(request.key, result, request.return_previous),
-        )
+        version, previous = await self._write(request, b"", tombstone=True)
+        return kv_pb2.DeleteResponse(version=version, previous=previous)
 
     @handler("Scan")
     async def Scan(self, request: kv_pb2.ScanRequest, context: Ctx) -> kv_pb2.ScanResponse:
