@@ -7,7 +7,9 @@ would cost more than the request's own bookkeeping.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import prometheus_client
 from prometheus_client import (
@@ -64,6 +66,30 @@ class _StorageCollector(Collector):
         yield GaugeMetricFamily("kvnode_tombstones", "Tombstones awaiting collection.", s.tombstones)
         yield GaugeMetricFamily("kvnode_lmdb_used_bytes", "Bytes of the LMDB map in use.", s.used_bytes)
         yield GaugeMetricFamily("kvnode_lmdb_map_size_bytes", "Current LMDB map size.", s.map_size)
+
+
+class _DiskCollector(Collector):
+    """Free and total space of the filesystem that holds the data directory, read at scrape time.
+    LMDB's map grows until the disk is full, so this (not the map size) is what runs out."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            st = os.statvfs(self._path)
+        except OSError:
+            return
+        yield GaugeMetricFamily(
+            "kvnode_data_disk_free_bytes",
+            "Bytes available to the node on the filesystem of its data directory.",
+            st.f_bavail * st.f_frsize,
+        )
+        yield GaugeMetricFamily(
+            "kvnode_data_disk_size_bytes",
+            "Size of the filesystem that holds the node's data directory.",
+            st.f_blocks * st.f_frsize,
+        )
 
 
 class NodeMetrics(CommitObserver):
@@ -185,6 +211,9 @@ class NodeMetrics(CommitObserver):
 
     def watch_storage(self, stats: Callable[[], StorageStats]) -> None:
         self.registry.register(_StorageCollector(stats))
+
+    def watch_disk(self, data_dir: Path) -> None:
+        self.registry.register(_DiskCollector(data_dir))
 
     def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None:
         key = (method, consistency, code)

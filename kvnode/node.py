@@ -171,6 +171,7 @@ class Node:
         self.last_backup_unix = _U64.unpack(backup_meta)[0] if backup_meta else 0
         self.metrics.last_backup.set(self.last_backup_unix)
         self.metrics.watch_storage(storage.stats)
+        self.metrics.watch_disk(cfg.data_dir)
 
         self.topology = Topology(cfg.node_id, membership, self._persist_membership)
         self.local = LocalReplica(cfg.node_id, storage, self.committer)

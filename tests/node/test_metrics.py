@@ -49,6 +49,7 @@ async def test_metrics_cover_requests_latency_storage_and_commits(make_node: Nod
     assert value(samples, "kvnode_keys") == 10
     assert value(samples, "kvnode_lmdb_map_size_bytes") >= 1 << 20
     assert value(samples, "kvnode_lmdb_used_bytes") > 0
+    assert 0 < value(samples, "kvnode_data_disk_free_bytes") <= value(samples, "kvnode_data_disk_size_bytes")
     assert value(samples, "kvnode_group_commit_batch_size_sum") >= 10
     assert value(samples, "kvnode_group_commit_duration_seconds_count") >= 1
     assert value(samples, "process_cpu_seconds_total") > 0
