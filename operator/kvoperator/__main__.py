@@ -1,0 +1,5 @@
+import sys
+
+from kvoperator.cli import main
+
+sys.exit(main())

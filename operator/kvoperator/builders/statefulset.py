@@ -1,0 +1,173 @@
+"""The StatefulSet that runs a store's nodes: one pod, one LMDB volume per node."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kvoperator import constants as c
+from kvoperator import names
+from kvoperator.builders.common import Body, child_metadata, stamp_hash
+from kvoperator.config import AddressMode, OperatorConfig
+from kvoperator.spec import StoreSpec
+
+NODE_UID = 10001
+TERMINATION_GRACE_SECONDS = 30
+
+
+def _field_env(name: str, path: str) -> Body:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def node_env(store: str, spec: StoreSpec, config: OperatorConfig) -> list[Body]:
+    """The node's settings, as the ``KVNODE_*`` variables that ``kvnode`` reads."""
+    suffix = f"svc.{config.cluster_domain}" if config.cluster_domain else "svc"
+    if config.address_mode is AddressMode.POD_IP:
+        advertise = f"$(POD_IP):{spec.port}"
+    else:
+        advertise = f"$(POD_NAME).{names.headless_service(store)}.$(POD_NAMESPACE).{suffix}:{spec.port}"
+    return [
+        _field_env("POD_NAME", "metadata.name"),
+        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        _field_env("POD_IP", "status.podIP"),
+        {"name": "KVNODE_NODE_ID", "value": "$(POD_NAME)"},
+        {"name": "KVNODE_LISTEN", "value": f"0.0.0.0:{spec.port}"},
+        {"name": "KVNODE_ADVERTISE", "value": advertise},
+        {
+            "name": "KVNODE_PEERS",
+            "valueFrom": {"configMapKeyRef": {"name": names.configmap(store), "key": c.CONFIG_KEY_PEERS}},
+        },
+        {"name": "KVNODE_DATA_DIR", "value": config.data_path},
+        {"name": "KVNODE_METRICS_LISTEN", "value": f"0.0.0.0:{spec.metrics_port}"},
+        {"name": "KVNODE_REPLICATION_FACTOR", "value": str(spec.replication_factor)},
+        {"name": "KVNODE_PARTITIONS", "value": str(spec.partitions)},
+        {"name": "KVNODE_DEFAULT_CONSISTENCY", "value": spec.default_consistency},
+    ]
+
+
+def _affinity(store: str, spec: StoreSpec) -> Body | None:
+    term = {
+        "labelSelector": {"matchLabels": names.selector_labels(store)},
+        "topologyKey": spec.anti_affinity.topology_key,
+    }
+    if spec.anti_affinity.mode == "Required":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if spec.anti_affinity.mode == "Preferred":
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+            }
+        }
+    return None
+
+
+def build_statefulset(
+    owner: Mapping[str, Any],
+    spec: StoreSpec,
+    replicas: int,
+    config: OperatorConfig,
+    *,
+    restore_claim: str | None = None,
+) -> Body:
+    """The StatefulSet with ``replicas`` pods. ``restore_claim`` mounts the volume of the backup
+    that ``spec.restoreFrom`` names, when it is not the store's own backup volume."""
+    store = owner["metadata"]["name"]
+    mounts: list[Body] = [{"name": c.DATA_VOLUME, "mountPath": config.data_path}]
+    volumes: list[Body] = []
+    if spec.backup is not None:
+        volumes.append(
+            {"name": c.BACKUP_VOLUME, "persistentVolumeClaim": {"claimName": spec.backup.claim_name}}
+        )
+        mounts.append({"name": c.BACKUP_VOLUME, "mountPath": config.backup_path})
+    if restore_claim and (spec.backup is None or restore_claim != spec.backup.claim_name):
+        volumes.append(
+            {
+                "name": c.RESTORE_VOLUME,
+                "persistentVolumeClaim": {"claimName": restore_claim, "readOnly": True},
+            }
+        )
+        mounts.append({"name": c.RESTORE_VOLUME, "mountPath": config.restore_path, "readOnly": True})
+    container: Body = {
+        "name": c.CONTAINER_NAME,
+        "image": spec.image or config.node_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["kvnode"],
+        "env": node_env(store, spec, config),
+        "ports": [
+            {"name": "grpc", "containerPort": spec.port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"},
+        ],
+        # Ready = the node serves ("" is NOT_SERVING while it rebuilds a lost volume from its peers).
+        "readinessProbe": {
+            "grpc": {"port": spec.port, "service": c.HEALTH_READINESS_SERVICE},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        # Alive = the process answers at all; a rebuilding node is alive, just not ready.
+        "livenessProbe": {
+            "grpc": {"port": spec.port, "service": c.HEALTH_LIVENESS_SERVICE},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": dict(spec.resources),
+        "volumeMounts": mounts,
+    }
+    pod_spec: Body = {
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NODE_UID,
+            "runAsGroup": NODE_UID,
+            "fsGroup": NODE_UID,
+        },
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    affinity = _affinity(store, spec)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    claim_spec: Body = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        claim_spec["storageClassName"] = spec.storage.storage_class_name
+    sts_spec: Body = {
+        "serviceName": names.headless_service(store),
+        # Parallel: a new node waits for a peer before it serves, so pods must not wait for each other.
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "selector": {"matchLabels": names.selector_labels(store)},
+        "template": {
+            "metadata": {
+                "labels": names.labels(store),
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(spec.metrics_port),
+                },
+            },
+            "spec": pod_spec,
+        },
+        "volumeClaimTemplates": [
+            {"metadata": {"name": c.DATA_VOLUME, "labels": names.labels(store)}, "spec": claim_spec}
+        ],
+        "persistentVolumeClaimRetentionPolicy": {
+            "whenDeleted": "Delete" if spec.storage.delete_claims_on_delete else "Retain",
+            "whenScaled": "Delete" if spec.storage.delete_claims_on_scale_down else "Retain",
+        },
+    }
+    body: Body = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(owner, names.statefulset(store)),
+        "spec": sts_spec,
+    }
+    stamp_hash(body, sts_spec)  # the hash leaves replicas out: the membership step owns that number
+    body["spec"] = {**sts_spec, "replicas": replicas}
+    return body

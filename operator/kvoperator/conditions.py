@@ -1,0 +1,163 @@
+"""A store's status (phase, conditions, members) from an observation and a pass's report.
+
+Pure functions: the status step only patches what these return, and only when it changed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kvnode.membership import MemberState
+from kvoperator import names
+from kvoperator.config import OperatorConfig
+from kvoperator.plan import member_ordinals
+from kvoperator.pods import format_time
+from kvoperator.report import Report
+from kvoperator.state import Observed
+
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+CONDITION_TYPES = (AVAILABLE, PROGRESSING, DEGRADED)
+STATE_NAMES = {MemberState.ACTIVE: "Active", MemberState.JOINING: "Joining", MemberState.LEAVING: "Leaving"}
+
+
+def quorum(replication_factor: int) -> int:
+    return replication_factor // 2 + 1
+
+
+def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def availability(observed: Observed, report: Report, config: OperatorConfig) -> dict[str, Any]:
+    spec = observed.spec
+    membership = observed.membership
+    if spec is None:
+        return condition(AVAILABLE, False, "InvalidSpec", observed.spec_error)
+    if membership is None:
+        return condition(AVAILABLE, False, "NoNodeAnswers", "no node of the store answers yet")
+    if membership.epoch == 0:
+        return condition(AVAILABLE, False, "Bootstrapping", "the membership has no epoch yet")
+    if report.restore_pending:
+        return condition(AVAILABLE, False, "Restoring", "the store is being restored from a backup")
+    serving = observed.serving_addresses(config)
+    ordinals = member_ordinals(observed.name, membership)
+    readers = [m.id for m in membership.members if m.state != MemberState.JOINING]
+    down = sorted(m for m in readers if ordinals.get(m, -1) not in serving)
+    tolerated = membership.replication_factor - quorum(membership.replication_factor)
+    if len(down) > tolerated:
+        return condition(
+            AVAILABLE,
+            False,
+            "QuorumAtRisk",
+            f"{len(down)} members are not serving ({', '.join(down)}); with replication factor "
+            f"{membership.replication_factor} a partition tolerates {tolerated}",
+        )
+    return condition(
+        AVAILABLE, True, "QuorumAvailable", f"{len(readers) - len(down)} of {len(readers)} members serve"
+    )
+
+
+def members_status(observed: Observed, config: OperatorConfig) -> list[dict[str, Any]]:
+    if observed.membership is None:
+        return []
+    serving = observed.serving_addresses(config)
+    result = []
+    for member in observed.membership.members:
+        ordinal = names.ordinal_of(observed.name, member.id)
+        pod = observed.pods.get(ordinal) if ordinal is not None else None
+        probe = observed.probes.get(member.id)
+        result.append(
+            {
+                "name": member.id,
+                "address": member.address,
+                "state": STATE_NAMES[member.state],
+                "ready": ordinal in serving,
+                "rebuilding": bool(probe and probe.rebuilding),
+                "podPhase": str((pod.body.get("status") or {}).get("phase", "Missing")) if pod else "Missing",
+            }
+        )
+    return result
+
+
+def phase(observed: Observed, report: Report, available: bool) -> str:
+    if observed.store.get("metadata", {}).get("deletionTimestamp"):
+        return "Deleting"
+    if observed.spec is None:
+        return "Invalid"
+    if observed.membership is None or observed.membership.epoch == 0:
+        return "Creating"
+    if report.restore_pending:
+        return "Restoring"
+    if any(reason in ("ScalingUp", "ScalingDown") for reason, _ in report.progressing):
+        return "Scaling"
+    if report.degraded or not available:
+        return "Degraded"
+    return "Running"
+
+
+def merge_conditions(
+    previous: Sequence[Mapping[str, Any]],
+    current: list[dict[str, Any]],
+    now: datetime.datetime,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """Keep each condition's lastTransitionTime unless its status changed."""
+    before = {c.get("type"): c for c in previous}
+    merged = []
+    for cond in current:
+        old = before.get(cond["type"])
+        changed = old is None or old.get("status") != cond["status"]
+        stamp = (
+            format_time(now) if changed or old is None else old.get("lastTransitionTime", format_time(now))
+        )
+        merged.append({**cond, "lastTransitionTime": stamp, "observedGeneration": generation})
+    return merged
+
+
+def compute_status(
+    observed: Observed, report: Report, config: OperatorConfig, now: datetime.datetime
+) -> dict[str, Any]:
+    """The status fields the reconcile pass owns (backup and restore fields are written elsewhere)."""
+    available = availability(observed, report, config)
+    progressing = (
+        condition(PROGRESSING, True, *report.progressing[0])
+        if report.progressing
+        else condition(PROGRESSING, False, "Reconciled", "the store matches its spec")
+    )
+    degraded = (
+        condition(DEGRADED, True, *report.degraded[0])
+        if report.degraded
+        else condition(DEGRADED, False, "Healthy", "every member serves")
+    )
+    generation = int(observed.store.get("metadata", {}).get("generation") or 0)
+    previous = list(observed.status.get("conditions") or [])
+    membership = observed.membership
+    return {
+        "phase": phase(observed, report, available["status"] == "True"),
+        "observedGeneration": generation,
+        "replicas": observed.statefulset_replicas or 0,
+        "readyReplicas": sum(1 for p in observed.pods.values() if p.ready),
+        "membershipEpoch": membership.epoch if membership else 0,
+        "members": members_status(observed, config),
+        "operation": report.operation,
+        "conditions": merge_conditions(previous, [available, progressing, degraded], now, generation),
+    }
+
+
+def status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Does ``new`` differ from ``old`` in anything but the time stamps it would keep anyway?"""
+    for key, value in new.items():
+        if key == "conditions":
+            strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in value]
+            have = [
+                {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old.get("conditions") or []
+            ]
+            if strip != have:
+                return True
+        elif old.get(key) != value:
+            return True
+    return False

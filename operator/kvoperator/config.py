@@ -1,0 +1,96 @@
+"""The operator's own settings, read from ``KVSTORE_OPERATOR_*`` environment variables.
+
+Every setting has a default that suits a real cluster; tests override a few (shorter intervals,
+``pod-ip`` member addresses, a local backup directory). See docs/operator.md ("Settings").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from kvnode.config import parse_duration
+from kvoperator import __version__
+
+PREFIX = "KVSTORE_OPERATOR_"
+
+
+class AddressMode(StrEnum):
+    """How the operator and the nodes address a member."""
+
+    # <pod>.<headless-service>.<namespace>.svc:<port>: stable across pod restarts (the default).
+    DNS = "dns"
+    # <pod IP>:<port>: for clusters without per-pod DNS, and for tests whose "pods" are local
+    # processes on loopback addresses. A pod that restarts with a new IP gets a new membership epoch.
+    POD_IP = "pod-ip"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Member addressing.
+    address_mode: AddressMode = AddressMode.DNS
+    cluster_domain: str = ""  # e.g. "cluster.local"; empty: names end in ".svc"
+    # The node image when a KVStore names none.
+    node_image: str = f"kvstore:{__version__}"
+    # Where the node containers mount their volumes.
+    data_path: str = "/var/lib/kvnode"
+    backup_path: str = "/backups"
+    restore_path: str = "/restore"
+    # Serving.
+    metrics_listen: str = "0.0.0.0:9090"  # empty: no metrics endpoint
+    liveness: str = "http://0.0.0.0:8080/healthz"  # empty: no liveness endpoint
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    peering: str = ""  # a kopf peering name; empty: standalone
+    # Timing (seconds).
+    reconcile_interval: float = 10.0
+    admin_timeout: float = 5.0
+    health_timeout: float = 2.0
+    transfer_timeout: float = 3600.0
+    backup_timeout: float = 1800.0
+    unhealthy_pod_threshold: float = 120.0  # 0: never restart unhealthy pods
+    stuck_terminating_grace: float = 300.0  # 0: never force-delete stuck pods
+    watch_server_timeout: float = 300.0
+    watch_client_timeout: float = 330.0
+    connect_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Read every setting from ``KVSTORE_OPERATOR_<NAME>``; raise ValueError on a bad value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> OperatorConfig:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(changes)
+        return OperatorConfig(**data)
+
+
+def _parse(name: str, kind: object, raw: str) -> Any:
+    env = PREFIX + name.upper()
+    try:
+        if kind in ("float", float):
+            value = parse_duration(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if kind in ("AddressMode", AddressMode):
+            return AddressMode(raw.strip().lower())
+        if kind in ("tuple[str, ...]",):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw.strip()
+    except ValueError as exc:
+        raise ValueError(f"{env}={raw!r}: {exc}") from None
+
+
+def env_names() -> list[str]:
+    """Every environment variable the operator reads (for docs and --help)."""
+    return [PREFIX + f.name.upper() for f in fields(OperatorConfig)]

@@ -1,0 +1,106 @@
+"""One observation of a store: its objects in the cluster and what its nodes report.
+
+Every reconcile pass starts from a fresh observation, so the operator's decisions depend only on
+the cluster and the nodes (plus the CR's status), never on memory that a restart would lose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvnode.membership import Membership
+from kvoperator import kube, names
+from kvoperator.config import OperatorConfig
+from kvoperator.nodes import NodeAdmin, NodeHealth
+from kvoperator.pods import PodView
+from kvoperator.spec import SpecError, StoreSpec, parse_store_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Observed:
+    store: dict[str, Any]
+    spec: StoreSpec | None
+    spec_error: str = ""
+    statefulset: dict[str, Any] | None = None
+    pods: dict[int, PodView] = field(default_factory=dict)
+    probes: dict[str, NodeHealth] = field(default_factory=dict)
+    membership: Membership | None = None
+    at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return str(self.store["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.store["metadata"]["namespace"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.store["metadata"]["uid"])
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return self.store.get("status") or {}
+
+    @property
+    def statefulset_replicas(self) -> int | None:
+        if self.statefulset is None:
+            return None
+        return int((self.statefulset.get("spec") or {}).get("replicas", 0))
+
+    def address_of(self, ordinal: int, config: OperatorConfig) -> str | None:
+        pod = self.pods.get(ordinal)
+        assert self.spec is not None
+        return names.member_address(
+            self.name, ordinal, self.namespace, self.spec.port, pod.ip if pod else None, config
+        )
+
+    def serving_addresses(self, config: OperatorConfig) -> dict[int, str]:
+        """Ordinal -> address of every pod that is Ready and whose node answers health checks."""
+        result: dict[int, str] = {}
+        for ordinal, pod in self.pods.items():
+            probe = self.probes.get(pod.name)
+            address = self.address_of(ordinal, config)
+            if pod.ready and probe is not None and probe.healthy and not probe.rebuilding and address:
+                result[ordinal] = address
+        return result
+
+
+async def observe(
+    client: kube.KubeClient, admin: NodeAdmin, config: OperatorConfig, namespace: str, name: str
+) -> Observed | None:
+    """Read the store, its StatefulSet and pods, probe the pods' nodes, and ask them for the
+    membership. None when the store is gone."""
+    store = await client.get(kube.KVSTORES, namespace, name)
+    if store is None:
+        return None
+    try:
+        spec: StoreSpec | None = parse_store_spec(store.get("spec"))
+        error = ""
+    except SpecError as exc:
+        spec, error = None, str(exc)
+    observed = Observed(store=store, spec=spec, spec_error=error)
+    observed.statefulset = await client.get(kube.STATEFULSETS, namespace, names.statefulset(name))
+    for body in await client.list_objects(kube.PODS, namespace, names.selector_labels(name)):
+        pod_name = str(body.get("metadata", {}).get("name", ""))
+        ordinal = names.ordinal_of(name, pod_name)
+        if ordinal is not None:
+            observed.pods[ordinal] = PodView(pod_name, ordinal, body)
+    if spec is None:
+        return observed
+    addresses = {
+        pod.name: address
+        for ordinal, pod in observed.pods.items()
+        if not pod.terminating and (address := observed.address_of(ordinal, config)) and pod.ip
+    }
+    observed.probes = await admin.probe_all(addresses)
+    answering = [addresses[n] for n, probe in observed.probes.items() if probe.status is not None]
+    observed.membership = await admin.membership(answering)
+    return observed

@@ -1,0 +1,100 @@
+"""Step 8, pod health: repair pods that Kubernetes alone would leave broken.
+
+* A pod stuck Terminating on a node that is NotReady (its kubelet cannot confirm the deletion) is
+  force-deleted once ``stuck_terminating_grace`` has passed its deletion deadline, so that the
+  StatefulSet can create it again elsewhere.
+* A pod whose container is Running but whose node fails gRPC health checks for longer than
+  ``unhealthy_pod_threshold`` is deleted, so that it restarts. A node that is rebuilding a lost
+  volume from its peers is NOT_SERVING on purpose: it counts as healthy and is left alone.
+
+At most one pod is repaired per pass, and each repair is an event and a metric.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kvoperator import kube
+from kvoperator.pods import PodView, node_ready
+from kvoperator.reconciler import Pass
+
+
+async def run(p: Pass) -> None:
+    observed = p.observed
+    config = p.ctx.config
+    reconciler = p.reconciler
+    now_mono = time.monotonic()
+    seen: set[str] = set()
+    for pod in sorted(observed.pods.values(), key=lambda pod: pod.ordinal):
+        seen.add(pod.uid)
+        if pod.terminating:
+            if config.stuck_terminating_grace > 0 and await _stuck(p, pod):
+                await _force_delete(p, pod)
+                return
+            continue
+        probe = observed.probes.get(pod.name)
+        if not pod.running or probe is None:
+            reconciler.unhealthy_since.pop(pod.uid, None)
+            continue
+        if probe.rebuilding:
+            p.report.progress("Rebuilding", f"{pod.name} is rebuilding its data from its peers")
+        if probe.healthy:
+            reconciler.unhealthy_since.pop(pod.uid, None)
+            continue
+        since = reconciler.unhealthy_since.setdefault(pod.uid, now_mono)
+        failing = now_mono - since
+        p.report.degrade(
+            "MemberUnhealthy",
+            f"{pod.name} fails health checks for {failing:.0f}s: {probe.error or probe.health.value}",
+        )
+        if config.unhealthy_pod_threshold > 0 and failing >= config.unhealthy_pod_threshold:
+            await _restart(p, pod, failing, probe.error or probe.health.value)
+            return
+    for uid in list(reconciler.unhealthy_since):
+        if uid not in seen:
+            del reconciler.unhealthy_since[uid]
+    members = {m.id for m in observed.membership.members} if observed.membership else set()
+    ready = {pod.name for pod in observed.pods.values() if pod.ready}
+    down = sorted(members - ready)
+    if down and observed.membership is not None and observed.membership.epoch > 0:
+        p.report.degrade("MembersNotReady", f"members whose pods are not Ready: {', '.join(down)}")
+    starting = sorted(pod.name for pod in observed.pods.values() if not pod.ready and pod.name not in members)
+    if starting:
+        p.report.progress("PodsStarting", f"pods starting: {', '.join(starting)}")
+
+
+async def _stuck(p: Pass, pod: PodView) -> bool:
+    deadline = pod.deletion_timestamp
+    assert deadline is not None
+    overdue = (p.now - deadline).total_seconds()
+    if overdue < p.ctx.config.stuck_terminating_grace:
+        return False
+    if pod.node_name is None:
+        return True  # never scheduled: nothing can confirm its deletion
+    node = await p.ctx.kube.get(kube.NODES, None, pod.node_name)
+    return not node_ready(node)
+
+
+async def _force_delete(p: Pass, pod: PodView) -> None:
+    observed = p.observed
+    await p.ctx.kube.delete(kube.PODS, observed.namespace, pod.name, grace_seconds=0, uid=pod.uid)
+    overdue = (p.now - (pod.deletion_timestamp or p.now)).total_seconds()
+    message = (
+        f"force-deleted {pod.name}: Terminating for {overdue:.0f}s past its deadline on node "
+        f"{pod.node_name or '(none)'}, which is NotReady"
+    )
+    p.report.wrote(message)
+    p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "force_delete_stuck").inc()
+    p.ctx.events.warning(p.store, "ForceDeletedStuckPod", message)
+
+
+async def _restart(p: Pass, pod: PodView, failing: float, why: str) -> None:
+    observed = p.observed
+    await p.ctx.kube.delete(kube.PODS, observed.namespace, pod.name, uid=pod.uid)
+    p.reconciler.unhealthy_since.pop(pod.uid, None)
+    message = (
+        f"deleted {pod.name} to restart it: Running but failing gRPC health checks for {failing:.0f}s ({why})"
+    )
+    p.report.wrote(message)
+    p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "restart_unhealthy").inc()
+    p.ctx.events.warning(p.store, "RestartedUnhealthyPod", message)

@@ -1,0 +1,59 @@
+"""Sample KVStore and KVBackup manifests, shared by the kmock tests and the kind suite (e2e/kind)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_VERSION = "kvstore.dev/v1alpha1"
+
+
+def kvstore(
+    name: str,
+    namespace: str,
+    *,
+    replicas: int = 3,
+    replication_factor: int = 3,
+    partitions: int = 16,
+    port: int = 7000,
+    metrics_port: int = 9100,
+    backup_claim: str | None = None,
+    schedule: str | None = None,
+    keep: int | None = None,
+    restore_from: dict[str, Any] | None = None,
+    image: str | None = None,
+    storage_size: str = "1Gi",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "replicationFactor": replication_factor,
+        "partitions": partitions,
+        "port": port,
+        "metricsPort": metrics_port,
+        "storage": {"size": storage_size},
+    }
+    if image:
+        spec["image"] = image
+    if backup_claim:
+        backup: dict[str, Any] = {"volume": {"claimName": backup_claim}}
+        if schedule:
+            backup["schedule"] = schedule
+        if keep is not None:
+            backup["retention"] = {"keep": keep}
+        spec["backup"] = backup
+    if restore_from:
+        spec["restoreFrom"] = restore_from
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "KVStore",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def kvbackup(name: str, namespace: str, store: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "KVBackup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"storeName": store},
+    }
