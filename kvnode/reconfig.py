@@ -19,7 +19,7 @@ from dataclasses import replace
 import grpc
 
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from kvnode.errors import FailedPrecondition, KVError, Unavailable, from_status
+from kvnode.errors import FailedPrecondition, Unavailable, from_status
 from kvnode.membership import Member, Membership, MemberState
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ POLL_SECONDS = 0.2
 Progress = Callable[[str], None]
 
 
-async def _call(address: str, method: str, request: object, timeout: float) -> object:
+async def admin_call(address: str, method: str, request: object, timeout: float) -> object:
     """One Admin RPC on a short-lived channel, with errors as ``kvnode.errors`` types."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
@@ -55,32 +55,25 @@ class Reconfigurer:
         self._progress = progress or (lambda message: log.info("%s", message))
 
     async def current(self) -> Membership:
-        """The newest membership any reachable seed or member holds."""
-        answers: list[types_pb2.Membership] = []
-        errors: list[str] = []
-        for address in self._seeds:
-            try:
-                answers.append(await self._get_membership(address))
-            except KVError as exc:
-                errors.append(str(exc))
+        """The newest membership any reachable seed or member holds (asked in parallel, so that
+        one hung node costs one timeout, not one per node)."""
+        answers, errors = await self._memberships(self._seeds)
         if not answers:
             raise Unavailable(f"no node answered GetMembership: {'; '.join(errors)}")
-        newest = Membership.from_proto(max(answers, key=lambda m: m.epoch))
-        for member in newest.members:  # members may know a newer epoch than the seeds
-            if member.address in self._seeds:
-                continue
-            try:
-                answer = await self._get_membership(member.address)
-            except KVError:
-                continue
-            if answer.epoch > newest.epoch:
-                newest = Membership.from_proto(answer)
-        return newest
+        newest = max(answers, key=lambda m: m.epoch)
+        others = [m.address for m in newest.members if m.address not in self._seeds]
+        more, _ = await self._memberships(others)  # members may know a newer epoch than the seeds
+        return Membership.from_proto(max([newest, *more], key=lambda m: m.epoch))
 
-    async def _get_membership(self, address: str) -> types_pb2.Membership:
-        reply = await _call(address, "GetMembership", admin_pb2.GetMembershipRequest(), self._timeout)
-        assert isinstance(reply, types_pb2.Membership)
-        return reply
+    async def _memberships(self, addresses: Sequence[str]) -> tuple[list[types_pb2.Membership], list[str]]:
+        request = admin_pb2.GetMembershipRequest()
+        replies = await asyncio.gather(
+            *(admin_call(a, "GetMembership", request, self._timeout) for a in addresses),
+            return_exceptions=True,
+        )
+        answers = [r for r in replies if isinstance(r, types_pb2.Membership)]
+        errors = [str(r) for r in replies if isinstance(r, BaseException)]
+        return answers, errors
 
     async def install(self, membership: Membership, extra: Sequence[str] = ()) -> None:
         """Install a membership on every member (and ``extra`` addresses). All must accept it:
@@ -88,7 +81,7 @@ class Reconfigurer:
         targets = dict.fromkeys([m.address for m in membership.members] + list(extra))
         request = admin_pb2.SetMembershipRequest(membership=membership.to_proto())
         results = await asyncio.gather(
-            *(_call(a, "SetMembership", request, self._timeout) for a in targets), return_exceptions=True
+            *(admin_call(a, "SetMembership", request, self._timeout) for a in targets), return_exceptions=True
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -177,7 +170,7 @@ class Reconfigurer:
         deadline = asyncio.get_running_loop().time() + self._transfer_timeout
         last_done = -1
         while asyncio.get_running_loop().time() < deadline:
-            status = await _call(address, method, request, self._timeout)
+            status = await admin_call(address, method, request, self._timeout)
             assert isinstance(status, admin_pb2.TransferStatus)
             if status.kind == method.lower():  # else another transfer (a rebuild) runs first
                 if status.state == admin_pb2.TRANSFER_STATE_DONE:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from kvnode.errors import KVError, from_status
+from kvnode.api.v1 import admin_pb2, types_pb2
+from kvnode.errors import KVError
 from kvnode.membership import Membership
-from kvnode.reconfig import Reconfigurer
+from kvnode.reconfig import Reconfigurer, admin_call
 
 Progress = Callable[[str], None]
 
@@ -52,12 +52,7 @@ class NodeAdmin:
         self.backup_timeout = backup_timeout
 
     async def _call(self, address: str, method: str, request: object, timeout: float | None = None) -> object:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = admin_pb2_grpc.AdminStub(channel)
-            try:
-                return await getattr(stub, method)(request, timeout=timeout or self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                raise from_status(exc.code(), f"{address}: {exc.details()}") from None
+        return await admin_call(address, method, request, timeout or self.timeout)
 
     async def probe(self, address: str) -> NodeHealth:
         """gRPC health of the node's readiness service, then its Admin status."""
