@@ -187,6 +187,11 @@ class Coordinator:
             # TEST-ONLY broken build (--unsafe-ack-before-replication): acknowledge first, replicate later.
             self._spawn(self._replicate_later(record, level))
             return WriteResult(record.version, None)
+        with self.topology.request() as placement:
+            old, new = placement.write_sets(placement.partition(key))
+            if old == new == (self.node_id,):  # this node is the only replica: no tracking needed
+                ((_, previous),) = await self.replicas.local.apply([(record, want_previous)])
+                return WriteResult(record.version, previous)
         tracker = (await self._replicate([(record, want_previous)], level))[0]
         if not tracker.future.result():
             raise tracker.error(level)
@@ -217,6 +222,12 @@ class Coordinator:
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
         needs. LINEARIZABLE reads make sure a quorum holds the result before returning it."""
+        local = self.replicas.local
+        if len(keys) == 1 and not local.rebuilding:
+            placement = self.topology.placement
+            replicas = placement.read_replicas(placement.partition(keys[0]))
+            if self.node_id in replicas and level.needed(len(replicas)) == 1:
+                return local.read_now(keys)  # one answer suffices and this node has it
         for attempt in range(ATTEMPTS):
             with self.topology.request() as placement:
                 trackers = await self._collect(keys, level, placement)

@@ -31,7 +31,10 @@ def test_backup_verify_list_restore_into_a_cluster_of_another_size(
     report = json.loads(made.stdout)
     assert report["ok"] and len(report["nodes"]) == 3
     assert all(n["keys"] == 270 for n in report["nodes"])
-    assert kvctl("backup", "verify", "nightly-1", "--dir", str(backups), endpoints=source.endpoints).returncode == 0
+    assert (
+        kvctl("backup", "verify", "nightly-1", "--dir", str(backups), endpoints=source.endpoints).returncode
+        == 0
+    )
     listed = kvctl("backup", "list", "--dir", str(backups), endpoints=source.endpoints)
     assert listed.stdout.startswith(b"nightly-1\t3 nodes\t270 keys")
 
@@ -44,7 +47,9 @@ def test_backup_verify_list_restore_into_a_cluster_of_another_size(
     assert after == live  # same keys, and each with its original version
 
 
-def test_a_corrupt_backup_fails_verification_and_is_not_restored(tmp_path: Path, cluster_factory: object) -> None:
+def test_a_corrupt_backup_fails_verification_and_is_not_restored(
+    tmp_path: Path, cluster_factory: object
+) -> None:
     cluster: ProcessCluster = cluster_factory(size=1)  # type: ignore[operator]
     fill(cluster.endpoints, 20)
     backups = tmp_path / "backups"

@@ -1,0 +1,258 @@
+"""The kind suite's tools: what is installed, kubectl, port-forwards that survive pod restarts, and
+the faults (delete a pod, SIGKILL or SIGSTOP kvnode inside a pod, pause a kind node).
+
+Everything here drives real programs (kind, kubectl, helm, docker); the chaos workload and checker
+come from e2e/chaos unchanged and only see ``127.0.0.1:<port>`` endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+KIND_DIR = REPO / "e2e" / "kind"
+TOOLS = ("docker", "kind", "kubectl", "helm")
+Body = dict[str, Any]
+
+
+def missing_tools() -> list[str]:
+    """What keeps the kind suite from running here, each named exactly (empty: it can run)."""
+    missing = [f"{tool} (not on PATH)" for tool in TOOLS if shutil.which(tool) is None]
+    if shutil.which("docker") is not None:
+        try:
+            info = subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            if info.returncode != 0 or not info.stdout.strip():
+                missing.append("a running docker daemon (docker info fails)")
+        except subprocess.TimeoutExpired:
+            missing.append("a running docker daemon (docker info hangs)")
+    return missing
+
+
+def run(args: Sequence[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return result
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception as exc:  # noqa: BLE001 - kubectl, gRPC or JSON fail until the condition holds
+            last = str(exc)
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({last})" if last else ""))
+
+
+@dataclass
+class Kubectl:
+    context: str
+    namespace: str
+
+    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        return run(["kubectl", "--context", self.context, "-n", self.namespace, *args],
+                   timeout=timeout, check=check).stdout  # fmt: skip
+
+    def json(self, *args: str) -> Body:
+        data: Body = json.loads(self("get", *args, "-o", "json"))
+        return data
+
+    def apply(self, body: Body) -> None:
+        proc = subprocess.run(
+            ["kubectl", "--context", self.context, "-n", self.namespace, "apply", "-f", "-"],
+            input=json.dumps(body), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl apply failed: {proc.stderr.strip()}")
+
+
+# -- port-forwards ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PortForward:
+    """``kubectl port-forward pod/<pod> <local>:<remote>``, started again whenever it exits (a pod
+    that was deleted or restarted), so the endpoint ``127.0.0.1:<local>`` stays the same."""
+
+    kubectl: Kubectl
+    pod: str
+    local: int
+    remote: int = 7000
+    _process: subprocess.Popen[bytes] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    restarts: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.local}"
+
+    def start(self) -> PortForward:
+        self._thread = threading.Thread(target=self._loop, name=f"port-forward-{self.pod}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._process = subprocess.Popen(
+                ["kubectl", "--context", self.kubectl.context, "-n", self.kubectl.namespace,
+                 "port-forward", f"pod/{self.pod}", f"{self.local}:{self.remote}", "--address", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            while self._process.poll() is None and not self._stop.is_set():
+                time.sleep(0.2)
+            if self._process.poll() is None:
+                self._process.terminate()
+                self._process.wait(timeout=10)
+            self.restarts += 1
+            self._stop.wait(0.5)
+
+    def bounce(self) -> None:
+        """Start the forward again (after a node pause, a stream may hang rather than end)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.bounce()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+
+# -- the store -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    kubectl: Kubectl
+    name: str
+
+    def pod(self, ordinal: int) -> str:
+        return f"{self.name}-{ordinal}"
+
+    def body(self) -> Body:
+        return self.kubectl.json("kvstore", self.name)
+
+    def pods(self) -> list[Body]:
+        data = self.kubectl.json("pods", "-l", f"app.kubernetes.io/instance={self.name}")
+        items: list[Body] = data["items"]
+        return items
+
+    def pod_body(self, ordinal: int) -> Body:
+        return self.kubectl.json("pod", self.pod(ordinal))
+
+    def healthy(self, replicas: int) -> bool:
+        """Status true: Available and not Degraded, every replica Ready, every member Active and
+        ready, and the operator has seen the current spec."""
+        body = self.body()
+        status = body.get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        members = status.get("members") or []
+        return bool(
+            conditions.get("Available") == "True"
+            and conditions.get("Degraded") == "False"
+            and status.get("readyReplicas") == replicas
+            and status.get("observedGeneration") == body["metadata"].get("generation")
+            and len(members) == replicas
+            and all(m.get("state") == "Active" and m.get("ready") for m in members)
+        )
+
+    def scale(self, replicas: int) -> None:
+        self.kubectl("patch", "kvstore", self.name, "--type", "merge", "-p",
+                     json.dumps({"spec": {"replicas": replicas}}))  # fmt: skip
+
+    def events(self, reason: str) -> list[Body]:
+        data = self.kubectl.json(
+            "events",
+            "--field-selector",
+            f"involvedObject.kind=KVStore,involvedObject.name={self.name},reason={reason}",
+        )
+        items: list[Body] = data["items"]
+        return items
+
+
+def chaos_store(name: str, namespace: str, replicas: int) -> Body:
+    """The KVStore the kind suite runs its chaos against."""
+    return {
+        "apiVersion": "kvstore.dev/v1alpha1",
+        "kind": "KVStore",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "replicationFactor": 3,
+            "partitions": 64,
+            "storage": {"size": "1Gi"},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            # Evict pods from a NotReady node after 5 s instead of 5 minutes, so that the paused-node
+            # test sees a pod stuck Terminating, which the operator must force-delete.
+            "tolerations": [
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+                for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+            ],
+        },
+    }
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+def node_of(store: Store, ordinal: int) -> str:
+    node: str = store.pod_body(ordinal)["spec"]["nodeName"]
+    return node
+
+
+def container_pid(store: Store, ordinal: int) -> tuple[str, int]:
+    """The kind node (a docker container) that runs the pod, and kvnode's PID on that node.
+
+    kvnode is PID 1 of its container, and a PID 1 cannot be SIGKILLed from inside its own PID
+    namespace, so the faults signal it from the node (``crictl inspect`` gives the host PID)."""
+    pod = store.pod_body(ordinal)
+    node = pod["spec"]["nodeName"]
+    statuses = pod["status"].get("containerStatuses") or []
+    container_id = next(s["containerID"] for s in statuses if s["name"] == "kvnode").split("://", 1)[1]
+    out = run(["docker", "exec", node, "crictl", "inspect", "--output", "json", container_id]).stdout
+    pid = int(json.loads(out)["info"]["pid"])
+    return node, pid
+
+
+def signal_kvnode(store: Store, ordinal: int, signal: str) -> None:
+    node, pid = container_pid(store, ordinal)
+    run(["docker", "exec", node, "kill", f"-{signal}", str(pid)])
+
+
+def docker_pause(node: str) -> None:
+    run(["docker", "pause", node])
+
+
+def docker_unpause(node: str) -> None:
+    run(["docker", "unpause", node], check=False)
+
+
+def paused(node: str) -> bool:
+    out = run(["docker", "inspect", "--format", "{{.State.Paused}}", node], check=False).stdout.strip()
+    return out == "true"
+
+
+def node_ready(kubectl: Kubectl, node: str) -> bool:
+    body = json.loads(
+        run(["kubectl", "--context", kubectl.context, "get", "node", node, "-o", "json"]).stdout
+    )
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in body["status"]["conditions"])
