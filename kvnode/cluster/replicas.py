@@ -157,12 +157,20 @@ class PeerLink:
         self._up.set(1)
 
     @property
-    def healthy(self) -> bool:
-        """Reachable, and no RPC to it has been waiting longer than a stall."""
-        if not self.reachable:
-            return False
+    def stalled(self) -> bool:
+        """A client-traffic RPC to the peer has waited longer than a stall (paused, partitioned)."""
         now = time.monotonic()
-        return all(now - started < STALL_SECONDS for started in self._started.values())
+        return any(now - started >= STALL_SECONDS for started in self._started.values())
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and not self.stalled
+
+    def _refuse_if_stalled(self) -> None:
+        """Fail at once rather than queue behind a hung RPC: the queue would grow for as long as
+        the peer hangs, and the coordinator hints the writes and reads elsewhere anyway."""
+        if self.stalled:
+            raise Unavailable(f"peer {self.id} has not answered for {STALL_SECONDS:g}s")
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
@@ -172,9 +180,13 @@ class PeerLink:
             sender=self._node_id, hlc=self._clock.last, epoch=self._epoch(), repair=repair
         )
 
-    async def _call(self, method: str, fn: Callable[..., Awaitable[T]], request: Any) -> T:
+    async def _call(
+        self, method: str, fn: Callable[..., Awaitable[T]], request: Any, *, watch: bool = False
+    ) -> T:
+        """One RPC. ``watch`` (client traffic) lets a slow answer mark the peer as stalled."""
         token = id(request)
-        self._started[token] = time.monotonic()
+        if watch:
+            self._started[token] = time.monotonic()
         try:
             response: Any = await fn(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
@@ -183,7 +195,7 @@ class PeerLink:
                 self._mark(False)
             raise _to_error(self.id, exc) from None
         finally:
-            del self._started[token]
+            self._started.pop(token, None)
         self._metrics.replica_rpcs.labels(self.id, method, "OK").inc()
         self._mark(True)
         header = response.header
@@ -217,6 +229,7 @@ class PeerLink:
     async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
         if repair:
             return await self._send_apply(items, repair=True)
+        self._refuse_if_stalled()
         return await self._apply.call(items)
 
     async def _send_apply(self, items: list[ApplyItem], repair: bool = False) -> list[ApplyOutcome]:
@@ -225,18 +238,19 @@ class PeerLink:
             header=self._header(repair),
             items=[replica_pb2.ApplyItem(record=r.to_proto(), return_previous=w) for r, w in items],
         )
-        response = await self._call("Apply", self._stub.Apply, request)
+        response = await self._call("Apply", self._stub.Apply, request, watch=not repair)
         return [
             (o.applied, Record.from_proto(o.previous) if o.had_previous else None) for o in response.outcomes
         ]
 
     async def read(self, keys: list[bytes]) -> list[Record | None]:
+        self._refuse_if_stalled()
         return await self._read.call(keys)
 
     async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
         self._metrics.replica_batch.labels("Read").observe(len(keys))
         request = replica_pb2.ReadRequest(header=self._header(), keys=keys)
-        response = await self._call("Read", self._stub.Read, request)
+        response = await self._call("Read", self._stub.Read, request, watch=True)
         return [Record.from_proto(r.record) if r.found else None for r in response.results]
 
     async def scan(
