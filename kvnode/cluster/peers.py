@@ -48,11 +48,19 @@ class ReplicaSet:
         return list(self._links.values())
 
     def preferred(self, replicas: tuple[str, ...]) -> list[str]:
-        """Replicas in the order to ask them: this node, then healthy peers, then the rest."""
+        """Replicas in the order to ask them: this node, then healthy peers, then the rest.
+
+        Peers come in one fixed order per node (the ids after this one, wrapping around), not
+        in each partition's order: a node's reads then go to as few peers as possible and share
+        their RPCs, while different nodes still prefer different peers."""
         local = [r for r in replicas if r == self.local.id]
-        healthy = [r for r in replicas if r != self.local.id and self._links[r].healthy]
-        rest = [r for r in replicas if r != self.local.id and not self._links[r].healthy]
+        peers = sorted((r for r in replicas if r != self.local.id), key=self._rank)
+        healthy = [r for r in peers if self._links[r].healthy]
+        rest = [r for r in peers if not self._links[r].healthy]
         return local + healthy + rest
+
+    def _rank(self, member_id: str) -> tuple[bool, str]:
+        return member_id < self.local.id, member_id
 
     async def close(self) -> None:
         links = list(self._links.values())
