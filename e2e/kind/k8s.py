@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e2e.image.build_and_test import docker_problem
+
 REPO = Path(__file__).resolve().parents[2]
 KIND_DIR = REPO / "e2e" / "kind"
 TOOLS = ("docker", "kind", "kubectl", "helm")
@@ -26,19 +28,8 @@ Body = dict[str, Any]
 def missing_tools() -> list[str]:
     """What keeps the kind suite from running here, each named exactly (empty: it can run)."""
     missing = [f"{tool} (not on PATH)" for tool in TOOLS if shutil.which(tool) is None]
-    if shutil.which("docker") is not None:
-        try:
-            info = subprocess.run(
-                ["docker", "info", "--format", "{{.ServerVersion}}"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
-            )
-            if info.returncode != 0 or not info.stdout.strip():
-                missing.append("a running docker daemon (docker info fails)")
-        except subprocess.TimeoutExpired:
-            missing.append("a running docker daemon (docker info hangs)")
+    if shutil.which("docker") is not None and (problem := docker_problem()) is not None:
+        missing.append(problem)
     return missing
 
 
