@@ -55,7 +55,11 @@ def test_statefulset() -> None:
     container = s["template"]["spec"]["containers"][0]
     assert container["image"] == CONFIG.node_image
     assert container["livenessProbe"]["grpc"]["service"] == "kvnode.api.v1.Admin"
-    assert "volumes" not in s["template"]["spec"]  # no backup volume unless asked
+    # no backup volume unless asked: only /tmp, which a read-only root filesystem needs
+    assert s["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     affinity = s["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
         "topologyKey"
@@ -76,11 +80,12 @@ def test_backup_and_restore_volumes() -> None:
     assert pod["volumes"] == [
         {"name": "backups", "persistentVolumeClaim": {"claimName": "bk"}},
         {"name": "restore", "persistentVolumeClaim": {"claimName": "old", "readOnly": True}},
+        {"name": "tmp", "emptyDir": {}},
     ]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts == {"data": "/var/lib/kvnode", "backups": "/backups", "restore": "/restore"}
+    assert mounts == {"data": "/var/lib/kvnode", "backups": "/backups", "restore": "/restore", "tmp": "/tmp"}
     same = build_statefulset(OWNER, spec, 3, CONFIG, restore_claim="bk")["spec"]["template"]["spec"]
-    assert [v["name"] for v in same["volumes"]] == ["backups"]
+    assert [v["name"] for v in same["volumes"]] == ["backups", "tmp"]
 
 
 def test_claim_retention_and_pod_ip_mode() -> None:

@@ -61,6 +61,9 @@ def _affinity(store: str, spec: StoreSpec) -> Body | None:
     return None
 
 
+TMP_VOLUME = "tmp"
+
+
 def build_statefulset(
     owner: Mapping[str, Any],
     spec: StoreSpec,
@@ -111,8 +114,17 @@ def build_statefulset(
             "failureThreshold": 6,
         },
         "resources": dict(spec.resources),
-        "volumeMounts": mounts,
+        "volumeMounts": [*mounts, {"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        # kvnode writes only to its volumes (data, backups) and /tmp (backup verification's scratch
+        # store), so the image's filesystem can be read-only.
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
+    volumes.append({"name": TMP_VOLUME, "emptyDir": {}})
     pod_spec: Body = {
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {
