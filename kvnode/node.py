@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 _U64 = struct.Struct(">Q")
 MAINTENANCE_INTERVAL = 30.0
-PROBE_INTERVAL = 2.0
+PROBE_INTERVAL = 1.0
 GC_BATCH = 1000
 SERVICE_NAMES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
