@@ -116,6 +116,13 @@ class Faults:
             if (event := self._down.pop(i, None)) is not None:
                 self.log.end(event)
 
+    async def crash(self, *indexes: int, after: float, down_for: float) -> None:
+        """After ``after`` seconds, kill -9 the nodes; restart them ``down_for`` seconds later."""
+        await self.wait(after)
+        await self.kill(*indexes)
+        await self.wait(down_for)
+        await self.restart(*indexes)
+
     async def pause(self, index: int) -> None:
         """SIGSTOP: the process is frozen (a GC or VM stall) until :meth:`resume`."""
         self._paused[index] = self.log.begin("pause", self._name(index))

@@ -64,14 +64,8 @@ async def test_crash_recovery(make_lab: MakeLab, artifacts: Path) -> None:
     lab = make_lab()
 
     async def faults(log: FaultLog) -> None:
-        await lab.faults.wait(2)
-        await lab.faults.kill(1)
-        await lab.faults.wait(3)
-        await lab.faults.restart(1)
-        await lab.faults.wait(1)
-        await lab.faults.kill(2)
-        await lab.faults.wait(2)
-        await lab.faults.restart(2)
+        await lab.faults.crash(1, after=2, down_for=3)
+        await lab.faults.crash(2, after=1, down_for=2)
 
     cfg = config(sessions=6, keys=40, levels=("QUORUM", "QUORUM", "LINEARIZABLE"))
     assert_clean(await run(lab, "crash-recovery", cfg, 12, artifacts, faults=faults), linearizable=True)
@@ -82,10 +76,7 @@ async def test_kill_minority_of_five(make_lab: MakeLab, artifacts: Path) -> None
     lab = make_lab(5)
 
     async def faults(log: FaultLog) -> None:
-        await lab.faults.wait(2)
-        await lab.faults.kill(3, 4)
-        await lab.faults.wait(4)
-        await lab.faults.restart(3, 4)
+        await lab.faults.crash(3, 4, after=2, down_for=4)
 
     cfg = config(sessions=6, keys=60, levels=("QUORUM", "LINEARIZABLE"))
     assert_clean(await run(lab, "kill-minority-of-5", cfg, 10, artifacts, faults=faults), linearizable=True)
@@ -178,10 +169,7 @@ async def test_key_mixes(make_lab: MakeLab, artifacts: Path, mix: str, read_frac
     lab = make_lab()
 
     async def faults(log: FaultLog) -> None:
-        await lab.faults.wait(3)
-        await lab.faults.kill(1)
-        await lab.faults.wait(2)
-        await lab.faults.restart(1)
+        await lab.faults.crash(1, after=3, down_for=2)
 
     cfg = config(sessions=8, keys=200, mix=mix, read_fraction=read_fraction, levels=("QUORUM",))
     result = await run(lab, f"mix-{mix}", cfg, 8, artifacts, faults=faults)
@@ -194,10 +182,7 @@ async def test_linearizable_under_kill(make_lab: MakeLab, artifacts: Path) -> No
     lab = make_lab()
 
     async def faults(log: FaultLog) -> None:
-        await lab.faults.wait(2)
-        await lab.faults.kill(2)
-        await lab.faults.wait(3)
-        await lab.faults.restart(2)
+        await lab.faults.crash(2, after=2, down_for=3)
 
     cfg = config(sessions=6, keys=8, read_fraction=0.5, levels=("LINEARIZABLE",))
     result = await run(lab, "linearizable-under-kill", cfg, 9, artifacts, faults=faults)
@@ -212,10 +197,7 @@ async def test_clock_skew(make_lab: MakeLab, artifacts: Path) -> None:
         lab.faults.log.begin("clock skew", lab.cluster[i].node_id, f"{ms:+d} ms")
 
     async def faults(log: FaultLog) -> None:
-        await lab.faults.wait(3)
-        await lab.faults.kill(1)
-        await lab.faults.wait(2)
-        await lab.faults.restart(1)
+        await lab.faults.crash(1, after=3, down_for=2)
 
     cfg = config(sessions=6, keys=20, levels=("LINEARIZABLE", "QUORUM"))
     result = await run(lab, "clock-skew", cfg, 9, artifacts, faults=faults)
