@@ -93,7 +93,7 @@ class Node:
         self.last_backup_unix = 0
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = asyncio.Event()
+        self._stopped = False
         self._metrics_server: Any = None
 
     # -- start-up ----------------------------------------------------------------------------
@@ -406,9 +406,9 @@ class Node:
 
     async def stop(self, grace: float | None = None) -> None:
         """Finish in-flight requests (up to ``grace`` seconds), then close everything cleanly."""
-        if self._stopped.is_set():
+        if self._stopped:
             return
-        self._stopped.set()
+        self._stopped = True
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.stop(self.config.grace_period if grace is None else grace)
@@ -425,6 +425,3 @@ class Node:
         self.storage.close()
         self._lock.release()
         log.info("node %s stopped", self.config.node_id)
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()

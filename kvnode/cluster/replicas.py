@@ -7,7 +7,6 @@ are already batches and go out as they are.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -292,8 +291,3 @@ class PeerLink:
 
 def _to_error(peer: str, exc: grpc.aio.AioRpcError) -> KVError:
     return from_status(exc.code(), f"peer {peer}: {exc.details()}")
-
-
-async def gather_settled(calls: list[Awaitable[T]]) -> list[T | BaseException]:
-    """Await every call; a failure is returned in its place instead of raised."""
-    return list(await asyncio.gather(*calls, return_exceptions=True))

@@ -96,7 +96,6 @@ class RWGate:
 class StorageStats:
     records: int
     tombstones: int
-    hints: int
     used_bytes: int
     map_size: int
 
@@ -402,17 +401,13 @@ class Storage:
         """A page of one partition's records, in key order after ``after``."""
         return self._partition_page(partition, after, limit, decode_value)
 
-    def partitions_with_data(self) -> list[int]:
-        return [p for p, _, count in self.digests() if count]
-
     def stats(self) -> StorageStats:
         with self.reading() as txn:
             records = txn.stat(self.data_db)["entries"]
             tombstones = txn.stat(self.tombs_db)["entries"]
-            hints = txn.stat(self.hints_db)["entries"]
         info = self.env.info()
         used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
-        return StorageStats(records, tombstones, hints, used, info["map_size"])
+        return StorageStats(records, tombstones, used, info["map_size"])
 
     def get_meta(self, name: str) -> bytes | None:
         with self.reading() as txn:
