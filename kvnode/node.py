@@ -56,8 +56,8 @@ from kvnode.server.admin_service import AdminService
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
 from kvnode.storage.datadir import DataDirLock, check_node_id
-from kvnode.storage.engine import Storage, WriteTxn
-from kvnode.storage.groupcommit import GroupCommitter
+from kvnode.storage.engine import Storage
+from kvnode.storage.groupcommit import GroupCommitter, Op
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Node:
         storage = self.storage
         hlc_floor = storage.get_meta("hlc")
         self.clock = HybridClock(_U64.unpack(hlc_floor)[0] if hlc_floor else 0, offset_ms=cfg.clock_offset_ms)
-        self.committer = GroupCommitter(storage, observer=self.metrics, on_commit=self._persist_clock)
+        self.committer = GroupCommitter(storage, observer=self.metrics, trailer=self._clock_high_water)
         self.committer.start(loop)
         stored = storage.get_meta("membership")
         membership = (
@@ -166,7 +166,8 @@ class Node:
             membership = Membership(
                 membership.epoch, membership.members, membership.replication_factor, storage.partitions
             )
-        await self.committer.submit(self._write_identity)
+        await self.committer.submit("put_meta", "node_id", cfg.node_id.encode())
+        await self.committer.submit("put_meta", "partitions", _U64.pack(storage.partitions))
         backup_meta = storage.get_meta("last_backup")
         self.last_backup_unix = _U64.unpack(backup_meta)[0] if backup_meta else 0
         self.metrics.last_backup.set(self.last_backup_unix)
@@ -239,16 +240,13 @@ class Node:
             "; asking peers whether to rebuild" if fresh else "",
         )
 
-    def _write_identity(self, txn: WriteTxn) -> None:
-        txn.put_meta("node_id", self.config.node_id.encode())
-        txn.put_meta("partitions", _U64.pack(self.storage.partitions))
-
-    def _persist_clock(self, txn: WriteTxn) -> None:
-        txn.put_meta("hlc", _U64.pack(self.clock.last))
+    def _clock_high_water(self) -> list[Op]:
+        """Every commit also stores the clock, so it stays monotonic across restarts."""
+        return [("put_meta", ("hlc", _U64.pack(self.clock.last)))]
 
     async def _persist_membership(self, membership: Membership) -> None:
         data = membership.to_proto().SerializeToString()
-        await self.committer.submit(lambda txn: txn.put_meta("membership", data))
+        await self.committer.submit("put_meta", "membership", data)
 
     def _membership_changed(self, membership: Membership) -> None:
         self.replicas.sync(membership)
@@ -349,12 +347,12 @@ class Node:
         """Collect tombstones past the grace period, and note that this node is alive."""
         horizon = self.anti_entropy.horizon()
         while True:
-            collected = await self.committer.submit(lambda txn: txn.collect_tombstones(horizon, GC_BATCH))
+            collected: int = await self.committer.submit("collect_tombstones", horizon, GC_BATCH)
             self.metrics.tombstones_collected.inc(collected)
             if collected < GC_BATCH:
                 break
         now_ms = physical_ms(self.clock.wall())
-        await self.committer.submit(lambda txn: txn.put_meta("alive_ms", _U64.pack(now_ms)))
+        await self.committer.submit("put_meta", "alive_ms", _U64.pack(now_ms))
 
     # -- backups -----------------------------------------------------------------------------
 
@@ -376,7 +374,7 @@ class Node:
         self.last_backup_unix = manifest.created_unix
         self.metrics.last_backup.set(manifest.created_unix)
         self.metrics.backups.labels("ok").inc()
-        await self.committer.submit(lambda txn: txn.put_meta("last_backup", _U64.pack(manifest.created_unix)))
+        await self.committer.submit("put_meta", "last_backup", _U64.pack(manifest.created_unix))
         return manifest
 
     async def restore(self, directory: str, backup_id: str, level: Level) -> tuple[int, int]:
@@ -418,7 +416,7 @@ class Node:
         await self.transfers.close()
         await self.hints.close()
         await self.replicas.close()
-        await asyncio.to_thread(self.committer.close)
+        await self.committer.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -9,7 +9,6 @@ older than ``max_age`` they are dropped at replay time, and a replica's backlog 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 from kvnode.cluster.peers import ReplicaSet
@@ -17,16 +16,12 @@ from kvnode.cluster.topology import Topology
 from kvnode.hlc import HybridClock, physical_ms
 from kvnode.metrics import NodeMetrics
 from kvnode.record import Record, chunked
-from kvnode.storage.engine import Hint, Storage, WriteTxn
+from kvnode.storage.engine import Hint, Storage
 from kvnode.storage.groupcommit import GroupCommitter
 
 log = logging.getLogger(__name__)
 
 PAGE = 500
-
-
-def _delete_hints(ids: list[bytes], txn: WriteTxn) -> list[int]:
-    return [txn.delete_hint(i) for i in ids]
 
 
 class HintedHandoff:
@@ -75,9 +70,7 @@ class HintedHandoff:
     async def _store(self, target: str, records: list[Record]) -> None:
         created = physical_ms(self._clock.wall())
         try:
-            sizes = await self._committer.submit(
-                lambda txn: [txn.add_hint(target, r, created)[1] for r in records]
-            )
+            sizes: list[int] = await self._committer.submit("add_hints", target, records, created)
         except Exception as exc:  # noqa: BLE001 - a hint lost to a full disk is repaired later
             self._metrics.hints_dropped.labels(target, "store_failed").inc(len(records))
             log.warning("could not store %d hints for %s: %s", len(records), target, exc)
@@ -121,7 +114,7 @@ class HintedHandoff:
                     await peer.apply([(r, False) for r in chunk], repair=True)
                 self._metrics.hints_replayed.labels(target).inc(len(keep))
                 delivered += len(keep)
-            freed = await self._committer.submit(functools.partial(_delete_hints, [h.id for h in hints]))
+            freed: list[int] = await self._committer.submit("delete_hints", [h.id for h in hints])
             self._account(target, -sum(1 for f in freed if f), -sum(freed))
 
     def _deliverable(self, target: str, hints: list[Hint]) -> list[Hint]:

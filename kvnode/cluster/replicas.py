@@ -90,7 +90,8 @@ class LocalReplica:
             raise Unavailable(f"node {self.id} is rebuilding its data from peers")
 
     async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
-        return await self._committer.submit(lambda txn: [txn.apply(rec, want) for rec, want in items])
+        outcomes: list[ApplyOutcome] = await self._committer.submit("apply_all", items)
+        return outcomes
 
     async def read(self, keys: list[bytes]) -> list[Record | None]:
         self._check_readable()

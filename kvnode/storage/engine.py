@@ -138,6 +138,10 @@ class WriteTxn:
             state = self._digests[partition] = [int.from_bytes(digest, "big"), count]
         return state
 
+    def apply_all(self, items: list[tuple[Record, bool]]) -> list[tuple[bool, Record | None]]:
+        """:meth:`apply` for each (record, want_previous)."""
+        return [self.apply(rec, want) for rec, want in items]
+
     def apply(self, rec: Record, want_previous: bool = False) -> tuple[bool, Record | None]:
         """Store ``rec`` unless a version at least as new is stored. Returns (applied, previous)."""
         s = self._s
@@ -199,6 +203,14 @@ class WriteTxn:
         value = _HINT_HEAD.pack(created_ms, len(rec.key)) + rec.key + encode_value(rec)
         self.txn.put(hint_id, value, db=self._s.hints_db)
         return hint_id, len(hint_id) + len(value)
+
+    def add_hints(self, target: str, records: list[Record], created_ms: int) -> list[int]:
+        """Keep each record for ``target``; returns their sizes in bytes."""
+        return [self.add_hint(target, rec, created_ms)[1] for rec in records]
+
+    def delete_hints(self, hint_ids: list[bytes]) -> list[int]:
+        """Forget hints; returns the bytes each freed (0 for one already gone)."""
+        return [self.delete_hint(i) for i in hint_ids]
 
     def delete_hint(self, hint_id: bytes) -> int:
         """Forget a hint; returns the bytes freed (0 if it was gone)."""
@@ -282,7 +294,7 @@ class Storage:
                 raise self._classify(exc) from exc
 
     def _grow(self) -> None:
-        current = int(self.env.info()["map_size"])
+        current = self.map_size()
         limit = self.max_map_size or current * 2
         if current >= limit:
             raise StorageFull(
@@ -309,8 +321,28 @@ class Storage:
     @contextmanager
     def reading(self) -> Iterator[Txn]:
         """A read-only transaction; keep it short (never across an await)."""
+        with self._gate.shared():
+            txn = self._begin_read()
+            if txn is not None:
+                with txn:
+                    yield txn
+                return
+        self._adopt_map_size()
         with self._gate.shared(), self.env.begin(buffers=False) as txn:
             yield txn
+
+    def _begin_read(self) -> Txn | None:
+        try:
+            return self.env.begin(buffers=False)
+        except lmdb.MapResizedError:  # the writer process grew the map
+            return None
+
+    def _adopt_map_size(self) -> None:
+        with self._gate.exclusive():
+            self.env.set_mapsize(0)
+
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
 
     def get(self, key: bytes) -> Record | None:
         with self.reading() as txn:

@@ -1,3 +1,5 @@
+"""The group committer with its real writer process: batching, visibility, isolation, crashes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -5,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kvnode.errors import StorageError
 from kvnode.record import Record, Version
-from kvnode.storage.engine import Storage, WriteTxn
+from kvnode.storage.engine import Storage
 from kvnode.storage.groupcommit import CommitObserver, GroupCommitter
 
 
@@ -24,18 +27,23 @@ async def committer(store: Storage) -> AsyncIterator[tuple[GroupCommitter, Recor
     gc = GroupCommitter(store, observer=recorder)
     gc.start(asyncio.get_running_loop())
     yield gc, recorder
-    await asyncio.to_thread(gc.close)
+    await gc.close()
 
 
-def put_op(i: int):  # type: ignore[no-untyped-def]
-    return lambda txn: txn.apply(Record(f"k{i}".encode(), b"v", Version(i + 1, "a")))
+def record(i: int) -> Record:
+    return Record(f"k{i}".encode(), b"v", Version(i + 1, "a"))
+
+
+async def put(gc: GroupCommitter, i: int) -> tuple[bool, Record | None]:
+    [outcome] = await gc.submit("apply_all", [(record(i), False)])
+    return outcome  # type: ignore[no-any-return]
 
 
 async def test_concurrent_writes_share_commits(
     committer: tuple[GroupCommitter, Recorder], store: Storage
 ) -> None:
     gc, recorder = committer
-    results = await asyncio.gather(*(gc.submit(put_op(i)) for i in range(500)))
+    results = await asyncio.gather(*(put(gc, i) for i in range(500)))
     assert all(applied for applied, _ in results)
     assert sum(recorder.batches) == 500
     assert len(recorder.batches) < 500 / 4, recorder.batches  # many writes per fsync
@@ -47,7 +55,7 @@ async def test_a_write_is_visible_once_its_submit_returns(
 ) -> None:
     gc, _ = committer
     for i in range(20):
-        await gc.submit(put_op(i))
+        await put(gc, i)
         assert store.get(f"k{i}".encode()) is not None
 
 
@@ -55,18 +63,44 @@ async def test_one_failing_operation_does_not_fail_its_neighbours(
     committer: tuple[GroupCommitter, Recorder], store: Storage
 ) -> None:
     gc, _ = committer
-
-    def broken(txn: WriteTxn) -> None:
-        txn.apply(Record(b"half-done", b"v", Version(1, "a")))
-        raise ValueError("boom")
-
+    half_done = (Record(b"half-done", b"v", Version(1, "a")), False)
     outcomes = await asyncio.gather(
-        *(gc.submit(put_op(i)) for i in range(50)),
-        gc.submit(broken),
-        *(gc.submit(put_op(i)) for i in range(50, 100)),
+        *(put(gc, i) for i in range(50)),
+        gc.submit("apply_all", [half_done, ("not a record", False)]),
+        gc.submit("drop_everything"),
+        *(put(gc, i) for i in range(50, 100)),
         return_exceptions=True,
     )
     errors = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert len(errors) == 2
+    assert isinstance(errors[0], AttributeError)  # the broken apply, as raised in the writer
+    assert isinstance(errors[1], ValueError) and "unknown write operation" in str(errors[1])
     assert store.stats().keys == 100
     assert store.get(b"half-done") is None  # the failed operation's own write was rolled back
+
+
+async def test_writes_fail_clearly_when_the_writer_process_dies(
+    committer: tuple[GroupCommitter, Recorder], store: Storage
+) -> None:
+    gc, _ = committer
+    await put(gc, 1)
+    process = gc._process
+    assert process is not None
+    process.kill()
+    with pytest.raises(StorageError, match="storage writer process exited"):
+        await asyncio.wait_for(put(gc, 2), timeout=10)
+    with pytest.raises(StorageError, match="storage writer process exited"):
+        await put(gc, 3)
+    assert store.get(b"k1") is not None
+
+
+async def test_the_reader_follows_the_map_as_the_writer_grows_it(
+    committer: tuple[GroupCommitter, Recorder], store: Storage
+) -> None:
+    gc, _ = committer
+    before = store.map_size()
+    big = [(Record(b"big%04d" % i, b"x" * 4000, Version(1, "a")), False) for i in range(600)]
+    for start in range(0, len(big), 50):
+        await gc.submit("apply_all", big[start : start + 50])
+    assert store.get(b"big0599") is not None  # read through a map the writer process grew
+    assert store.map_size() > before
