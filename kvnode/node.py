@@ -47,7 +47,7 @@ from kvnode.cluster.scan import Scanner
 from kvnode.cluster.topology import Topology
 from kvnode.cluster.transfer import TransferManager
 from kvnode.config import NodeConfig, parse_host_port
-from kvnode.errors import FailedPrecondition, StartupError
+from kvnode.errors import FailedPrecondition, KVError, StartupError
 from kvnode.hlc import HybridClock, physical_ms
 from kvnode.membership import Membership
 from kvnode.metrics import NodeMetrics
@@ -93,6 +93,8 @@ class Node:
         self.last_backup_unix = 0
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()  # set when the node cannot go on (its storage writer died)
+        self.failure: KVError | None = None
         self._stopped = False
         self._metrics_server: Any = None
 
@@ -154,7 +156,9 @@ class Node:
         storage = self.storage
         hlc_floor = storage.get_meta("hlc")
         self.clock = HybridClock(_U64.unpack(hlc_floor)[0] if hlc_floor else 0, offset_ms=cfg.clock_offset_ms)
-        self.committer = GroupCommitter(storage, observer=self.metrics, trailer=self._clock_high_water)
+        self.committer = GroupCommitter(
+            storage, observer=self.metrics, trailer=self._clock_high_water, on_failure=self._fail
+        )
         self.committer.start(loop)
         stored = storage.get_meta("membership")
         membership = (
@@ -239,6 +243,10 @@ class Node:
             storage.partitions,
             "; asking peers whether to rebuild" if fresh else "",
         )
+
+    def _fail(self, error: KVError) -> None:
+        self.failure = error
+        self.failed.set()
 
     def _clock_high_water(self) -> list[Op]:
         """Every commit also stores the clock, so it stays monotonic across restarts."""

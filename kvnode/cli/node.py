@@ -192,9 +192,14 @@ async def serve(config: NodeConfig) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(node.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", config.grace_period)
     await node.stop()
+    if node.failure is not None:  # exit non-zero, so that the supervisor restarts the node
+        raise node.failure
 
 
 def main(argv: list[str] | None = None) -> int:

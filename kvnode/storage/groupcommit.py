@@ -16,6 +16,7 @@ whichever comes first, the way PostgreSQL's ``commit_delay`` waits only when the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
@@ -50,11 +51,13 @@ class GroupCommitter:
         *,
         observer: CommitObserver | None = None,
         trailer: Callable[[], list[Op]] | None = None,
+        on_failure: Callable[[StorageError], None] | None = None,
         max_delay: float = MAX_DELAY,
     ) -> None:
         self._storage = storage
         self._observer = observer or CommitObserver()
         self._trailer = trailer or list
+        self._on_failure = on_failure or (lambda error: None)
         self._max_delay = max_delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -113,7 +116,8 @@ class GroupCommitter:
         process, self._process = self._process, None
         assert process.stdin is not None and process.stdout is not None
         self._loop.remove_reader(process.stdout.fileno())
-        process.stdin.close()
+        with contextlib.suppress(OSError):  # the writer may already be gone
+            process.stdin.close()
         await asyncio.to_thread(process.wait)
         process.stdout.close()
 
@@ -183,3 +187,4 @@ class GroupCommitter:
                 future.set_exception(self._failure)
         if self._idle is not None:
             self._idle.set()
+        self._on_failure(self._failure)

@@ -73,6 +73,39 @@ async def test_acknowledged_writes_survive_sigkill(single: ProcessCluster) -> No
     assert found == {k: b"value-" + k for k in acked}
 
 
+def writer_pid(node_pid: int) -> int:
+    """The node's storage writer process (its only child)."""
+    children = Path(f"/proc/{node_pid}/task/{node_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+async def test_the_storage_writer_never_outlives_a_killed_node(single: ProcessCluster) -> None:
+    single.start()
+    writer = writer_pid(single[0].pid)
+    single.kill(0)
+    wait_for(lambda: not alive(writer), 10, "the writer process to exit after its node was killed")
+
+
+async def test_a_node_whose_storage_writer_dies_exits_and_keeps_its_data(single: ProcessCluster) -> None:
+    single.start()
+    acked = await put_many(single[0].address, 200)
+    os.kill(writer_pid(single[0].pid), signal.SIGKILL)
+    process = single[0].process
+    assert process is not None
+    assert process.wait(timeout=30) == 1  # non-zero, so that a supervisor restarts it
+    assert "storage writer process exited" in single[0].log_tail()
+    single.start(0)
+    assert await read_all(single[0].address, acked) == {k: b"value-" + k for k in acked}
+
+
 async def test_sigterm_finishes_in_flight_requests_and_closes_cleanly(single: ProcessCluster) -> None:
     single.start()
     writes = asyncio.create_task(put_many(single[0].address, 400, prefix="inflight"))
