@@ -272,11 +272,24 @@ def _worker_main(conn: Connection) -> None:
 # -- the parent side --------------------------------------------------------------------------
 
 
+def _with_children(pids: Iterable[int]) -> list[int]:
+    """The processes and their direct children (a kvnode's storage writer is its child)."""
+    found = []
+    for pid in pids:
+        found.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                found.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
-    """CPU time (user + system, all threads) used so far by these processes, from /proc."""
+    """CPU time (user + system, all threads) used so far by these processes and their children."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for pid in pids:
+    for pid in _with_children(pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
