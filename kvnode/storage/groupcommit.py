@@ -178,6 +178,11 @@ class GroupCommitter:
             self._send()
 
     def _fail(self, message: str) -> None:
+        """Fail every waiting write, once; a closed pipe stays readable, so stop watching it."""
+        if self._failure is not None:
+            return
+        if self._loop is not None and self._process is not None and self._process.stdout is not None:
+            self._loop.remove_reader(self._process.stdout.fileno())
         log.error("%s", message)
         self._failure = StorageError(message)
         waiting = (self._inflight or []) + self._pending

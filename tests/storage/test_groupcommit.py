@@ -16,6 +16,7 @@ from kvnode.storage.groupcommit import CommitObserver, GroupCommitter
 class Recorder(CommitObserver):
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.failures: list[StorageError] = []
 
     def committed(self, ops: int, seconds: float) -> None:
         self.batches.append(ops)
@@ -24,7 +25,7 @@ class Recorder(CommitObserver):
 @pytest.fixture
 async def committer(store: Storage) -> AsyncIterator[tuple[GroupCommitter, Recorder]]:
     recorder = Recorder()
-    gc = GroupCommitter(store, observer=recorder)
+    gc = GroupCommitter(store, observer=recorder, on_failure=recorder.failures.append)
     gc.start(asyncio.get_running_loop())
     yield gc, recorder
     await gc.close()
@@ -82,7 +83,7 @@ async def test_one_failing_operation_does_not_fail_its_neighbours(
 async def test_writes_fail_clearly_when_the_writer_process_dies(
     committer: tuple[GroupCommitter, Recorder], store: Storage
 ) -> None:
-    gc, _ = committer
+    gc, recorder = committer
     await put(gc, 1)
     process = gc._process
     assert process is not None
@@ -92,6 +93,9 @@ async def test_writes_fail_clearly_when_the_writer_process_dies(
     with pytest.raises(StorageError, match="storage writer process exited"):
         await put(gc, 3)
     assert store.get(b"k1") is not None
+    for _ in range(100):  # event-loop turns: a closed pipe stays readable, yet is reported once
+        await asyncio.sleep(0)
+    assert len(recorder.failures) == 1
 
 
 async def test_the_reader_follows_the_map_as_the_writer_grows_it(
