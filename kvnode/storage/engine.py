@@ -321,15 +321,14 @@ class Storage:
     @contextmanager
     def reading(self) -> Iterator[Txn]:
         """A read-only transaction; keep it short (never across an await)."""
-        with self._gate.shared():
-            txn = self._begin_read()
-            if txn is not None:
-                with txn:
-                    yield txn
-                return
-        self._adopt_map_size()
-        with self._gate.shared(), self.env.begin(buffers=False) as txn:
-            yield txn
+        while True:
+            with self._gate.shared():
+                txn = self._begin_read()
+                if txn is not None:
+                    with txn:
+                        yield txn
+                    return
+            self._adopt_map_size()
 
     def _begin_read(self) -> Txn | None:
         try:

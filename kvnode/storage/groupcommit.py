@@ -67,14 +67,13 @@ class GroupCommitter:
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._failure: StorageError | None = None
-        self._idle: asyncio.Event | None = None
+        self._idle = asyncio.Event()  # nothing pending and nothing in flight
+        self._idle.set()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the writer process and wait until it has opened the store."""
         s = self._storage
         self._loop = loop
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "kvnode.storage.writer", str(s.path), str(s.partitions),
              str(s.map_size()), str(s.max_map_size)],
@@ -104,7 +103,7 @@ class GroupCommitter:
 
     async def close(self) -> None:
         """Commit everything submitted, then stop the writer process."""
-        if self._process is None or self._loop is None or self._idle is None:
+        if self._process is None or self._loop is None:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -124,7 +123,7 @@ class GroupCommitter:
     # -- batches -----------------------------------------------------------------------------
 
     def _send(self) -> None:
-        assert self._process is not None and self._process.stdin is not None and self._idle is not None
+        assert self._process is not None and self._process.stdin is not None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -155,7 +154,7 @@ class GroupCommitter:
             self._committed(*reply)
 
     def _committed(self, outcomes: list[writer.Outcome], seconds: float) -> None:
-        assert self._inflight is not None and self._loop is not None and self._idle is not None
+        assert self._inflight is not None and self._loop is not None
         batch, self._inflight = self._inflight, None
         self._observer.committed(len(batch), seconds)
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
@@ -190,6 +189,5 @@ class GroupCommitter:
         for _, future in waiting:
             if not future.done():
                 future.set_exception(self._failure)
-        if self._idle is not None:
-            self._idle.set()
+        self._idle.set()
         self._on_failure(self._failure)
