@@ -92,6 +92,22 @@ def stats(history: History, start: float | None = None, end: float | None = None
     )
 
 
+def _stats_and_faults(history: History, st: Stats) -> list[str]:
+    lines = [
+        f"throughput: {st.throughput:.0f} ok ops/s over {st.duration:.1f}s; "
+        f"latency p50 {st.p50_ms:.1f} ms, p99 {st.p99_ms:.1f} ms",
+        f"longest unavailability window: {st.unavailable.length:.2f}s "
+        f"({st.unavailable.start:.2f}-{st.unavailable.end:.2f}); longest single-session stall "
+        f"{st.session_stall.length:.2f}s",
+    ]
+    if history.faults:
+        lines.append("faults:")
+        for f in history.faults:
+            end = "end" if f.end is None else f"{f.end:.2f}"
+            lines.append(f"  {f.start:6.2f}-{end:>6}  {f.kind} {f.target} {f.detail}".rstrip())
+    return lines
+
+
 def render_text(name: str, history: History, result: CheckResult, st: Stats, extra: str = "") -> str:
     c = result.counts
     lines = [
@@ -105,17 +121,8 @@ def render_text(name: str, history: History, result: CheckResult, st: Stats, ext
         + ("not checked" if result.convergence is None else f"{len(result.convergence)} partitions differ"),
         f"linearizability: {result.linearizability_verdict}"
         + (f" - {result.linearizability.summary()}" if result.linearizability else ""),
-        f"throughput: {st.throughput:.0f} ok ops/s over {st.duration:.1f}s; "
-        f"latency p50 {st.p50_ms:.1f} ms, p99 {st.p99_ms:.1f} ms",
-        f"longest unavailability window: {st.unavailable.length:.2f}s "
-        f"({st.unavailable.start:.2f}-{st.unavailable.end:.2f}); longest single-session stall "
-        f"{st.session_stall.length:.2f}s",
+        *_stats_and_faults(history, st),
     ]
-    if history.faults:
-        lines.append("faults:")
-        for f in history.faults:
-            end = "end" if f.end is None else f"{f.end:.2f}"
-            lines.append(f"  {f.start:6.2f}-{end:>6}  {f.kind} {f.target} {f.detail}".rstrip())
     if extra:
         lines.append(extra)
     violations = result.violations
@@ -213,4 +220,33 @@ def write(
     (directory / "report.txt").write_text(text + "\n")
     (directory / "report.json").write_text(json.dumps(to_json(name, history, result, st, extra), indent=2))
     plot(history, directory / "throughput.png", f"{name} (seed {history.meta.get('seed')})")
+    return text
+
+
+def write_incomplete(directory: Path, name: str, history: History, st: Stats, stage: str, error: str) -> str:
+    """Save what a run that raised had recorded (history.json, report.txt, report.json marked
+    ``"incomplete": true``), so that an errored run leaves its seed and evidence like a failed one.
+    The history is not checked: without the final reads every acknowledged write would look lost."""
+    directory.mkdir(parents=True, exist_ok=True)
+    history.save(directory / "history.json")
+    ok = sum(1 for op in history.ops if op.outcome == OK)
+    lines = [
+        f"== chaos scenario {name}: ERROR, incomplete (seed {history.meta.get('seed')})",
+        f"stopped during {stage}: {error}",
+        f"operations recorded: {len(history.ops)}; ok {ok} (history not checked)",
+        *_stats_and_faults(history, st),
+    ]
+    text = "\n".join(lines)
+    (directory / "report.txt").write_text(text + "\n")
+    data = {
+        "scenario": name,
+        "ok": False,
+        "incomplete": True,
+        "stage": stage,
+        "error": error,
+        "seed": history.meta.get("seed"),
+        "stats": st.to_json(),
+        "faults": [f.to_json() for f in history.faults],
+    }
+    (directory / "report.json").write_text(json.dumps(data, indent=2))
     return text

@@ -50,7 +50,7 @@ class ScenarioResult:
         """The message for a failed assertion: what failed, the seed, and where the evidence is."""
         return (
             f"chaos scenario {self.name} failed{': ' + why if why else ''}\n"
-            f"seed {self.seed} (rerun with CHAOS_SEED={self.seed}); "
+            f"seed {self.seed} ({rerun_hint(self.seed)}); "
             f"history and report saved in {self.artifacts}\n"
             f"{self.text}"
         )
@@ -71,34 +71,71 @@ async def run(
     lin_time_limit: float = 30.0,
     extra: Callable[[History], dict[str, Any]] | None = None,
 ) -> ScenarioResult:
+    """Run the workload with ``faults`` for ``duration`` seconds, heal, converge, read the final
+    values, check, and save the report under ``artifacts/name``. If anything raises, the history so
+    far is saved there with an incomplete report, and the error's notes give the seed and folder."""
     clock = clock or Clock()
     history = history or History()
-    log = FaultLog(history, clock)
-    workload = Workload(endpoints, config, clock, history)
-    stop = asyncio.Event()
-    start = clock.now()
-    running = asyncio.create_task(workload.run(duration, stop))
-    try:
-        if faults is not None:
-            await faults(log)
-    except BaseException:
-        stop.set()
-        await asyncio.gather(running, return_exceptions=True)
-        raise
-    await running
-    end = clock.now()
-    if heal is not None:
-        await heal()
-    digests = placement = None
-    if converge:
-        await cluster.wait_hints_drained(endpoints, timeout=60)
-        await cluster.run_anti_entropy(endpoints)
-        digests, placement = await cluster.collect_digests(endpoints)
-    history.final = await read_final(endpoints, workload.keys())
-    result = check_history(history, digests=digests, placement=placement, lin_time_limit=lin_time_limit)
-    st = report.stats(history, start, end)
-    details = extra(history) if extra else {}
+    history.meta.setdefault("seed", config.seed)  # in the saved history even if the workload never starts
     directory = artifacts / name
-    text = report.write(directory, name, history, result, st, details)
+    stage = "the workload and faults"
+    start = clock.now()
+    end: float | None = None
+    try:
+        log = FaultLog(history, clock)
+        workload = Workload(endpoints, config, clock, history)
+        stop = asyncio.Event()
+        running = asyncio.create_task(workload.run(duration, stop))
+        try:
+            if faults is not None:
+                await faults(log)
+        except BaseException:
+            stop.set()
+            await asyncio.gather(running, return_exceptions=True)
+            raise
+        await running
+        end = clock.now()
+        stage = "healing"
+        if heal is not None:
+            await heal()
+        digests = placement = None
+        if converge:
+            stage = "convergence (hints, anti-entropy, digests)"
+            await cluster.wait_hints_drained(endpoints, timeout=60)
+            await cluster.run_anti_entropy(endpoints)
+            digests, placement = await cluster.collect_digests(endpoints)
+        stage = "the final reads"
+        history.final = await read_final(endpoints, workload.keys())
+        stage = "the check and report"
+        result = check_history(history, digests=digests, placement=placement, lin_time_limit=lin_time_limit)
+        st = report.stats(history, start, end)
+        details = extra(history) if extra else {}
+        text = report.write(directory, name, history, result, st, details)
+    except BaseException as exc:
+        # Also on a pytest timeout or Ctrl-C: an errored run must leave its seed and evidence too.
+        _save_incomplete(exc, directory, name, history, stage, start, clock.now() if end is None else end)
+        raise
     print(f"\n{text}\nartifacts: {directory}", file=sys.stderr)
     return ScenarioResult(name, history, result, st, directory, text, details)
+
+
+def rerun_hint(seed: object) -> str:
+    """How to replay a run: the seed, and the current pytest test when there is one."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    return f"rerun with CHAOS_SEED={seed}" + (f" pytest '{test}'" if test else "")
+
+
+def _save_incomplete(
+    exc: BaseException, directory: Path, name: str, history: History, stage: str, start: float, end: float
+) -> None:
+    """Save what ``history`` holds and add the seed and the artifacts folder to ``exc``'s message."""
+    seed = history.meta.get("seed")
+    error = f"{type(exc).__name__}: {exc}"
+    try:
+        st = report.stats(history, start, max(start, end))
+        text = report.write_incomplete(directory, name, history, st, stage, error)
+        print(f"\n{text}\nartifacts: {directory}", file=sys.stderr)
+        saved = f"history so far and report saved in {directory}"
+    except Exception as save_error:  # noqa: BLE001 - never hide the original error behind this one
+        saved = f"saving the history to {directory} failed too: {save_error!r}"
+    exc.add_note(f"chaos scenario {name} errored during {stage}; seed {seed} ({rerun_hint(seed)}); {saved}")

@@ -4,7 +4,8 @@ fault-injecting proxy, or in network namespaces), always torn down, and a direct
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,46 @@ from e2e.chaos.history import History
 from e2e.chaos.proxy import ProxyMesh
 from e2e.chaos.workload import Clock
 from kvnode.testing.processes import ProcessCluster
+
+# The issue gives the chaos scenarios about 8 minutes of CI time in all; reported, never enforced.
+BUDGET_SECONDS = 480.0
+
+
+@dataclass
+class SuiteTime:
+    seconds: float = 0.0  # setup, call and teardown of every chaos scenario
+    ran: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+
+
+_suite_time = pytest.StashKey[SuiteTime]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Add up the time of chaos-marked tests, so that the session ends with the suite's total."""
+    rep = yield
+    if item.get_closest_marker("chaos"):
+        suite = item.config.stash.setdefault(_suite_time, SuiteTime())
+        suite.seconds += rep.duration
+        suite.ran.add(item.nodeid)
+        if rep.skipped:
+            suite.skipped.add(item.nodeid)
+    return rep
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    suite = config.stash.get(_suite_time, None)
+    if suite is None:
+        return
+    skipped = f", {len(suite.skipped)} skipped" if suite.skipped else ""
+    over = ", OVER BUDGET" if suite.seconds > BUDGET_SECONDS else ""
+    terminalreporter.write_line(
+        f"chaos suite: {len(suite.ran - suite.skipped)} scenarios in {suite.seconds:.1f} s "
+        f"(budget {BUDGET_SECONDS:.0f} s{skipped}){over}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ network-namespace lab."""
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import socket
@@ -17,12 +18,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from e2e.chaos import checker, netns, report
-from e2e.chaos.history import FaultEvent
+from e2e.chaos import checker, netns, report, scenario
+from e2e.chaos.faults import FaultLog
+from e2e.chaos.history import OK, FaultEvent, History
 from e2e.chaos.proxy import DELAY, DROP, ProxyMesh
 from e2e.chaos.workload import KeyMix, WorkloadConfig, classify
 from kvnode.testing.processes import free_port, wait_for
 from tests.chaos.builders import history, r, w
+from tests.chaos.conftest import MakeLab
 
 # -- workload ---------------------------------------------------------------------------------------
 
@@ -91,6 +94,38 @@ def test_longest_gap_and_percentiles() -> None:
     assert report.longest_gap([], 1.0, 3.0).length == pytest.approx(2.0)
     assert report.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert report.percentile(list(range(1, 101)), 99) == 99
+
+
+# -- scenario ---------------------------------------------------------------------------------------
+
+
+async def test_a_run_that_raises_saves_its_history_and_names_its_seed(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """A fault script that raises mid-run: the error still names the seed and the folder, and the
+    folder holds the history recorded so far and a report marked incomplete."""
+    lab = make_lab(1)
+
+    async def faults(log: FaultLog) -> None:
+        await lab.faults.wait(0.5)
+        raise RuntimeError("the fault script broke")
+
+    cfg = WorkloadConfig(seed=424242, sessions=2, keys=5, levels=("QUORUM",))
+    with pytest.raises(RuntimeError, match="the fault script broke") as raised:
+        await scenario.run(
+            "raises", lab.endpoints, cfg, duration=5, artifacts=tmp_path, faults=faults,
+            clock=lab.clock, history=lab.history,
+        )  # fmt: skip
+    note = "\n".join(raised.value.__notes__)
+    folder = tmp_path / "raises"
+    assert "seed 424242" in note and "CHAOS_SEED=424242" in note and str(folder) in note
+    saved = History.load(folder / "history.json")
+    assert saved.meta["seed"] == 424242
+    assert any(op.outcome == OK for op in saved.ops)  # the workload ran before the fault script broke
+    data = json.loads((folder / "report.json").read_text())
+    assert data["incomplete"] is True and data["ok"] is False and data["seed"] == 424242
+    assert "RuntimeError: the fault script broke" in data["error"]
+    assert "ERROR, incomplete (seed 424242)" in (folder / "report.txt").read_text()
 
 
 # -- proxy ------------------------------------------------------------------------------------------
