@@ -38,6 +38,7 @@ from kvnode.api.v1 import (
     types_pb2,
 )
 from kvnode.cluster.antientropy import AntiEntropy
+from kvnode.cluster.batching import Load
 from kvnode.cluster.consistency import Level
 from kvnode.cluster.coordinator import Coordinator
 from kvnode.cluster.hints import HintedHandoff
@@ -180,6 +181,7 @@ class Node:
 
         self.topology = Topology(cfg.node_id, membership, self._persist_membership)
         self.local = LocalReplica(cfg.node_id, storage, self.committer)
+        self.load = Load()  # client requests in progress: peer links batch harder when it is high
         self.replicas = ReplicaSet(self.local, self._link)
         self.replicas.sync(membership)
         self.topology.on_change(self._membership_changed)
@@ -202,6 +204,7 @@ class Node:
             self.hints,
             self.metrics,
             timeout=cfg.replica_timeout,
+            load=self.load,
             unsafe_ack_delay=cfg.unsafe_ack_delay,
         )
         self.scanner = Scanner(self.topology, self.replicas, timeout=cfg.replica_timeout)
@@ -275,6 +278,7 @@ class Node:
             adopt=self.topology.adopt,
             timeout=self.config.replica_timeout,
             metrics=self.metrics,
+            load=self.load,
         )
 
     async def _serve(self) -> None:

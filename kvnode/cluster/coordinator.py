@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kvnode.cluster.batching import Load
 from kvnode.cluster.consistency import Level
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.replicas import ApplyItem, ApplyOutcome, StaleEpoch
@@ -154,6 +155,7 @@ class Coordinator:
         metrics: NodeMetrics,
         *,
         timeout: float,
+        load: Load | None = None,
         unsafe_ack_delay: float = 0.0,
     ) -> None:
         self.node_id = node_id
@@ -163,6 +165,7 @@ class Coordinator:
         self.hints = hints
         self.metrics = metrics
         self.timeout = timeout
+        self.load = load or Load()
         self.unsafe_ack_delay = unsafe_ack_delay
         if unsafe_ack_delay:
             log.warning(
@@ -178,6 +181,14 @@ class Coordinator:
         self, key: bytes, value: bytes, *, tombstone: bool, level: Level, want_previous: bool
     ) -> WriteResult:
         """A put (or, with ``tombstone``, a delete) of one key."""
+        with self.load:
+            return await self._write(
+                key, value, tombstone=tombstone, level=level, want_previous=want_previous
+            )
+
+    async def _write(
+        self, key: bytes, value: bytes, *, tombstone: bool, level: Level, want_previous: bool
+    ) -> WriteResult:
         if level is Level.LINEARIZABLE:
             current = (await self.read([key], Level.QUORUM))[0]
             if current is not None:
@@ -209,7 +220,8 @@ class Coordinator:
             Record(key, b"" if delete else value, Version(self.clock.now(), self.node_id), delete)
             for key, value, delete in mutations
         ]
-        await self.replicate_records(records, level)
+        with self.load:
+            await self.replicate_records(records, level)
         return [r.version for r in records]
 
     async def replicate_records(self, records: list[Record], level: Level) -> None:
@@ -222,6 +234,10 @@ class Coordinator:
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
         needs. LINEARIZABLE reads make sure a quorum holds the result before returning it."""
+        with self.load:
+            return await self._read(keys, level)
+
+    async def _read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         local = self.replicas.local
         if len(keys) == 1 and not local.rebuilding:
             placement = self.topology.placement
