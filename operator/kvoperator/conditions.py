@@ -32,11 +32,31 @@ def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
+def unreachable_message(observed: Observed) -> str:
+    """Why a store that had a membership is down: which pods were probed, and what was kept."""
+    tried = sorted(observed.probes)
+    untried = len(observed.pods) - len(tried)
+    errors = [f"{name}: {probe.error}" for name, probe in sorted(observed.probes.items()) if probe.error]
+    return (
+        f"no node answers: probed {len(tried)} of {len(observed.pods)} pods"
+        + (f" ({', '.join(tried)})" if tried else "")
+        + (f"; {untried} not probed (no IP, or terminating)" if untried else "")
+        + (f"; first error {errors[0]}" if errors else "")
+        + f"; membershipEpoch {recorded_epoch(observed)} and members are as last reported"
+    )
+
+
+def recorded_epoch(observed: Observed) -> int:
+    return int(observed.status.get("membershipEpoch") or 0)
+
+
 def availability(observed: Observed, report: Report, config: OperatorConfig) -> dict[str, Any]:
     spec = observed.spec
     membership = observed.membership
     if spec is None:
         return condition(AVAILABLE, False, "InvalidSpec", observed.spec_error)
+    if observed.unreachable:
+        return condition(AVAILABLE, False, "NoMemberReachable", unreachable_message(observed))
     if membership is None:
         return condition(AVAILABLE, False, "NoNodeAnswers", "no node of the store answers yet")
     if membership.epoch == 0:
@@ -62,19 +82,32 @@ def availability(observed: Observed, report: Report, config: OperatorConfig) -> 
 
 
 def members_status(observed: Observed, config: OperatorConfig) -> list[dict[str, Any]]:
-    if observed.membership is None:
-        return []
+    """The members the nodes hold; when none answers (``observed.unreachable``), the members the
+    status last recorded, so that a store that is down does not look empty. Either way ``ready``,
+    ``rebuilding`` and ``podPhase`` are what this pass observed. With an invalid spec the nodes
+    are not asked, and the recorded members stay as they were."""
+    if observed.spec is None:
+        return [dict(m) for m in observed.recorded_members]
     serving = observed.serving_addresses(config)
+    if observed.membership is not None:
+        known = [(m.id, m.address, STATE_NAMES[m.state]) for m in observed.membership.members]
+    elif observed.unreachable:
+        known = [
+            (str(m["name"]), str(m.get("address", "")), str(m.get("state", "")))
+            for m in observed.recorded_members
+        ]
+    else:
+        return []
     result = []
-    for member in observed.membership.members:
-        ordinal = names.ordinal_of(observed.name, member.id)
+    for member_id, address, state in known:
+        ordinal = names.ordinal_of(observed.name, member_id)
         pod = observed.pods.get(ordinal) if ordinal is not None else None
-        probe = observed.probes.get(member.id)
+        probe = observed.probes.get(member_id)
         result.append(
             {
-                "name": member.id,
-                "address": member.address,
-                "state": STATE_NAMES[member.state],
+                "name": member_id,
+                "address": address,
+                "state": state,
                 "ready": ordinal in serving,
                 "rebuilding": bool(probe and probe.rebuilding),
                 "podPhase": str((pod.body.get("status") or {}).get("phase", "Missing")) if pod else "Missing",
@@ -88,6 +121,8 @@ def phase(observed: Observed, report: Report, available: bool) -> str:
         return "Deleting"
     if observed.spec is None:
         return "Invalid"
+    if observed.unreachable:
+        return "Degraded"  # it had a membership: not a store being created
     if observed.membership is None or observed.membership.epoch == 0:
         return "Creating"
     if report.restore_pending:
@@ -128,11 +163,12 @@ def compute_status(
         if report.progressing
         else condition(PROGRESSING, False, "Reconciled", "the store matches its spec")
     )
-    degraded = (
-        condition(DEGRADED, True, *report.degraded[0])
-        if report.degraded
-        else condition(DEGRADED, False, "Healthy", "every member serves")
-    )
+    if observed.unreachable:  # the worst problem there is: first, whatever the steps found
+        degraded = condition(DEGRADED, True, "NoMemberReachable", unreachable_message(observed))
+    elif report.degraded:
+        degraded = condition(DEGRADED, True, *report.degraded[0])
+    else:
+        degraded = condition(DEGRADED, False, "Healthy", "every member serves")
     generation = int(observed.store.get("metadata", {}).get("generation") or 0)
     previous = list(observed.status.get("conditions") or [])
     membership = observed.membership
@@ -141,7 +177,8 @@ def compute_status(
         "observedGeneration": generation,
         "replicas": observed.statefulset_replicas or 0,
         "readyReplicas": sum(1 for p in observed.pods.values() if p.ready),
-        "membershipEpoch": membership.epoch if membership else 0,
+        # No node answers: keep the last epoch known rather than report 0 (a store being created).
+        "membershipEpoch": membership.epoch if membership else recorded_epoch(observed),
         "members": members_status(observed, config),
         "operation": report.operation,
         "conditions": merge_conditions(previous, [available, progressing, degraded], now, generation),

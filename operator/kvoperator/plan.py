@@ -120,7 +120,7 @@ def plan_membership(
     """The next membership change to make. ``serving`` maps the ordinals of Ready, healthy pods
     to their member addresses."""
     if membership is None:
-        return MembershipPlan(Wait("NoNodeAnswers", "no node answered yet"))
+        return MembershipPlan(Wait("NoNodeAnswers", "waiting for a node of the store to answer"))
     if membership.epoch == 0:
         return MembershipPlan(_bootstrap(store, replication_factor, membership, serving))
     ordinals = member_ordinals(store, membership)

@@ -55,6 +55,24 @@ class Observed:
             return None
         return int((self.statefulset.get("spec") or {}).get("replicas", 0))
 
+    @property
+    def recorded_members(self) -> list[Mapping[str, Any]]:
+        """``status.members`` as the last pass wrote it: the membership the nodes last reported."""
+        return [m for m in self.status.get("members") or [] if isinstance(m, Mapping) and m.get("name")]
+
+    @property
+    def unreachable(self) -> bool:
+        """The store had a membership (its status recorded one) but no node answers now. Its
+        last known membership still stands: the store is down, not being created."""
+        had = int(self.status.get("membershipEpoch") or 0) > 0 or bool(self.recorded_members)
+        return self.spec is not None and self.membership is None and had
+
+    def member_ids(self) -> set[str]:
+        """The members the nodes report or, when none answers, the ones the status last recorded."""
+        if self.membership is not None:
+            return {m.id for m in self.membership.members}
+        return {str(m["name"]) for m in self.recorded_members}
+
     def address_of(self, ordinal: int, config: OperatorConfig) -> str | None:
         pod = self.pods.get(ordinal)
         assert self.spec is not None

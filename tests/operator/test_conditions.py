@@ -105,6 +105,57 @@ def test_a_rebuilding_member_is_reported() -> None:
     assert member["rebuilding"] is True and member["ready"] is False
 
 
+def unreachable(previous: dict[str, Any], pending: bool = False) -> Observed:
+    """The store of ``observed()`` after every node stopped answering: pods not Ready and probes
+    that time out, or (``pending``) pods without an IP that nothing could probe."""
+    obs = observed(ready=())
+    obs.store["status"] = previous
+    obs.membership = None
+    if pending:
+        for i in range(3):
+            obs.pods[i] = PodView(
+                f"kv-{i}", i, {"metadata": {"name": f"kv-{i}"}, "status": {"phase": "Pending"}}
+            )
+        obs.probes = {}
+    else:
+        obs.probes = {
+            f"kv-{i}": NodeHealth(Health.UNREACHABLE, error="DEADLINE_EXCEEDED: Deadline Exceeded")
+            for i in range(3)
+        }
+    return obs
+
+
+def test_a_store_whose_nodes_all_stop_answering_keeps_its_membership_and_is_degraded() -> None:
+    before = compute_status(observed(epoch=5), Report(), CONFIG, NOW)
+    report = Report()
+    report.degrade("MemberUnhealthy", "kv-0 fails health checks for 2s")  # what pod_health reports
+    status = compute_status(unreachable(before), report, CONFIG, NOW)
+    assert status["phase"] == "Degraded"  # not "Creating": the store had a membership
+    assert status["membershipEpoch"] == 5
+    assert [(m["name"], m["state"], m["ready"]) for m in status["members"]] == [
+        (f"kv-{i}", "Active", False) for i in range(3)
+    ]
+    assert conditions(status)["Available"] == ("False", "NoMemberReachable")
+    assert conditions(status)["Degraded"] == ("True", "NoMemberReachable")
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Degraded")
+    assert "probed 3 of 3 pods (kv-0, kv-1, kv-2)" in message and "DEADLINE_EXCEEDED" in message
+    assert "membershipEpoch 5" in message
+    # Pods Pending without an IP: nothing to probe, and the message says so.
+    pending = compute_status(unreachable(before, pending=True), Report(), CONFIG, NOW)
+    assert pending["phase"] == "Degraded" and pending["membershipEpoch"] == 5
+    assert [m["podPhase"] for m in pending["members"]] == ["Pending"] * 3
+    message = next(c["message"] for c in pending["conditions"] if c["type"] == "Available")
+    assert "probed 0 of 3 pods; 3 not probed" in message
+    # Recomputed from its own status, it stays the same (no patch every pass).
+    assert not status_changed(status, compute_status(unreachable(status), report, CONFIG, NOW))
+
+
+def test_a_new_store_that_no_node_answers_yet_is_creating() -> None:
+    status = compute_status(unreachable({}), Report(), CONFIG, NOW)
+    assert status["phase"] == "Creating" and status["membershipEpoch"] == 0 and status["members"] == []
+    assert conditions(status)["Available"] == ("False", "NoNodeAnswers")
+
+
 def test_transition_times_move_only_when_a_status_flips() -> None:
     before = [{"type": "Available", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}]
     same = merge_conditions(before, [{"type": "Available", "status": "True"}], NOW, 1)

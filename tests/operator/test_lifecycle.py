@@ -4,11 +4,13 @@ idempotent steps, deletion through the finalizer."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kvoperator import constants as c
 from kvoperator import kube
+from kvoperator.config import OperatorConfig
 from kvoperator.context import OperatorContext
 from kvoperator.kube import KubeClient, login
 
@@ -85,6 +87,37 @@ def test_create_builds_owned_children_and_status_follows_the_pods(
     wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available again")
     body = store(kubectl, "demo")
     assert condition(body, "Degraded")["status"] == "False"
+
+
+def test_a_store_whose_nodes_all_stop_answering_says_so(
+    kubectl: Kubectl, sim: ClusterSim, config: OperatorConfig
+) -> None:
+    """Every node frozen: the status keeps the last epoch and members and says that no member is
+    reachable (it used to say Creating, epoch 0, no members, not Degraded)."""
+    runner = OperatorThread(replace(config, unhealthy_pod_threshold=0.0)).start()  # no restarts
+    try:
+        create(kubectl)
+        wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available with 3 members")
+        for i in range(3):
+            sim.pause(f"demo-{i}")
+        body = wait_status(
+            kubectl,
+            "demo",
+            lambda s: condition({"status": s}, "Degraded").get("reason") == "NoMemberReachable",
+            "Degraded/NoMemberReachable",
+            timeout=30,
+        )
+        status = body["status"]
+        assert status["phase"] == "Degraded" and status["membershipEpoch"] == 1
+        assert [m["name"] for m in status["members"]] == ["demo-0", "demo-1", "demo-2"]
+        assert condition(body, "Available")["reason"] == "NoMemberReachable"
+        assert "of 3 pods" in condition(body, "Degraded")["message"]
+        for i in range(3):
+            sim.resume(f"demo-{i}")
+        wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available again")
+        assert store(kubectl, "demo")["status"]["membershipEpoch"] == 1
+    finally:
+        runner.stop()
 
 
 def test_every_step_is_idempotent(
