@@ -53,7 +53,8 @@ class OperatorMetrics:
         )
         self.repairs = Counter(
             f"{NS}_pod_repairs",
-            "Pods the operator repaired, by kind (force_delete_stuck, restart_unhealthy).",
+            "Pod repairs, by kind: the operator's (force_delete_stuck, restart_unhealthy) and a "
+            "node's rebuild of a lost volume from its peers (rebuild).",
             [*STORE, "kind"], registry=r,
         )  # fmt: skip
         self.backups = Counter(

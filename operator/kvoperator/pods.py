@@ -75,6 +75,14 @@ class PodView:
                 return "running" in (container.get("state") or {})
         return False
 
+    @property
+    def restart_count(self) -> int:
+        """How often the kubelet restarted the node container: with the uid, one start of kvnode."""
+        for container in (self.body.get("status") or {}).get("containerStatuses") or []:
+            if container.get("name") == c.CONTAINER_NAME:
+                return int(container.get("restartCount") or 0)
+        return 0
+
 
 def node_ready(node: Mapping[str, Any] | None) -> bool:
     """Is a cluster node Ready? A node that is gone counts as not Ready."""

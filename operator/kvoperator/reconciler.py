@@ -69,8 +69,11 @@ class StoreReconciler:
         self.operation: Operation | None = None
         self.last_failure: tuple[str, str] | None = None  # (reason, message) of the last failed operation
         self.retry_after = 0.0  # monotonic time before which a failed operation is not retried
-        self.unhealthy_since: dict[str, float] = {}  # pod uid -> monotonic time its node stopped serving
+        # pod uid -> (its container's restart count, monotonic time its node stopped serving)
+        self.unhealthy_since: dict[str, tuple[int, float]] = {}
         self.refusal = ""  # the scale-down refusal last reported (events are posted on change)
+        # pod name -> (pod uid/restart count of the rebuild reported, whether its end was reported)
+        self.rebuilds: dict[str, tuple[str, bool]] = {}
         self._wake = asyncio.Event()
 
     def wake(self) -> None:

@@ -11,6 +11,7 @@ from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
 from kvnode.testing.processes import free_port, wait_for
 from tests.operator.conftest import NAMESPACE, OperatorThread
 from tests.operator.helpers import (
+    events,
     is_available,
     metric,
     missing_keys,
@@ -70,6 +71,7 @@ def test_each_pod_repair_path(kubectl: Kubectl, sim: ClusterSim, operator: Opera
 
     # 3. The volume is lost: the node comes back empty, rebuilds from its peers, then serves.
     repairs = reasons(kubectl).count("RestartedUnhealthyPod")
+    assert "RebuildStarted" not in reasons(kubectl)  # new pods and restarts on a kept volume are no rebuild
     old_container = sim.container("demo-0")
     sim.lose_volume("demo-0")
     wait_for(lambda: sim.container("demo-0") is not old_container, 10, "the kubelet to restart demo-0")
@@ -82,3 +84,10 @@ def test_each_pod_repair_path(kubectl: Kubectl, sim: ClusterSim, operator: Opera
     wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available after the rebuild", timeout=60)
     assert reasons(kubectl).count("RestartedUnhealthyPod") == repairs  # a rebuild is not a failure
     assert missing_keys(sim.address("demo", 0, port), acked) == []
+    # Reported once, though it took milliseconds (the node's transfer status shows it was one).
+    wait_event(kubectl, "RebuildStarted")
+    wait_event(kubectl, "RebuildFinished")
+    rebuilt_events = [(r, m) for r, m in events(kubectl) if r.startswith("Rebuild")]
+    assert sorted(r for r, _ in rebuilt_events) == ["RebuildFinished", "RebuildStarted"], rebuilt_events
+    assert all(m.startswith("demo-0 ") for _, m in rebuilt_events)
+    assert metric(listen, "kvstore_operator_pod_repairs_total", store="demo", kind="rebuild") == 1

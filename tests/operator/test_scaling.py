@@ -65,6 +65,7 @@ def test_scale_up_then_down_keeps_every_acknowledged_key(
     wait_status(kubectl, "demo", lambda s: is_available(s, 5), "5 active members", timeout=90)
     assert sts_replicas(kubectl) == 5
     wait_event(kubectl, "MemberAdded", 2)
+    assert "RebuildStarted" not in reasons(kubectl)  # a new pod holds no partitions: no rebuild
     assert missing_keys(sim.address("demo", 4, port), acked) == []
     more = put_keys(sim.address("demo", 4, port), [b"more-%03d" % i for i in range(100)])
 

@@ -5,7 +5,9 @@
   StatefulSet can create it again elsewhere.
 * A pod whose container is Running but whose node fails gRPC health checks for longer than
   ``unhealthy_pod_threshold`` is deleted, so that it restarts. A node that is rebuilding a lost
-  volume from its peers is NOT_SERVING on purpose: it counts as healthy and is left alone.
+  volume from its peers is NOT_SERVING on purpose: it counts as healthy and is left alone. Its
+  rebuild is reported (events RebuildStarted and RebuildFinished, and ``kind="rebuild"`` in the
+  repair metric), since the store runs on fewer replicas of its data until it ends.
 
 At most one pod is repaired per pass, and each repair is an event and a metric.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import time
 
 from kvoperator import kube
+from kvoperator.nodes import NodeHealth
 from kvoperator.pods import PodView, node_ready
 from kvoperator.reconciler import Pass
 
@@ -36,12 +39,18 @@ async def run(p: Pass) -> None:
         if not pod.running or probe is None:
             reconciler.unhealthy_since.pop(pod.uid, None)
             continue
+        _track_rebuild(p, pod, probe)
         if probe.rebuilding:
             p.report.progress("Rebuilding", f"{pod.name} is rebuilding its data from its peers")
         if probe.healthy:
             reconciler.unhealthy_since.pop(pod.uid, None)
             continue
-        since = reconciler.unhealthy_since.setdefault(pod.uid, now_mono)
+        # Keyed by the container's start too: a node the kubelet just restarted gets the whole
+        # threshold to come up (its Python start and storage checks take seconds on a busy node).
+        start, since = reconciler.unhealthy_since.get(pod.uid, (-1, now_mono))
+        if start != pod.restart_count:
+            since = now_mono
+        reconciler.unhealthy_since[pod.uid] = (pod.restart_count, since)
         failing = now_mono - since
         p.report.degrade(
             "MemberUnhealthy",
@@ -53,7 +62,11 @@ async def run(p: Pass) -> None:
     for uid in list(reconciler.unhealthy_since):
         if uid not in seen:
             del reconciler.unhealthy_since[uid]
-    members = {m.id for m in observed.membership.members} if observed.membership else set()
+    pods = {pod.name for pod in observed.pods.values()}
+    for name in list(reconciler.rebuilds):
+        if name not in pods:
+            del reconciler.rebuilds[name]
+    members = observed.member_ids()  # pods of known members are not "starting", even if none answers
     ready = {pod.name for pod in observed.pods.values() if pod.ready}
     down = sorted(members - ready)
     if down and observed.membership is not None and observed.membership.epoch > 0:
@@ -98,3 +111,40 @@ async def _restart(p: Pass, pod: PodView, failing: float, why: str) -> None:
     p.report.wrote(message)
     p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "restart_unhealthy").inc()
     p.ctx.events.warning(p.store, "RestartedUnhealthyPod", message)
+
+
+def _track_rebuild(p: Pass, pod: PodView, probe: NodeHealth) -> None:
+    """Post RebuildStarted and RebuildFinished once per rebuild, and count it.
+
+    A node reports its rebuild in ``Admin.Status``: ``rebuilding`` while it runs, and its transfer
+    (kind ``rebuild``), which stays after it ends, so a rebuild that starts and ends between two
+    passes (a small store rebuilds in milliseconds) is still seen. A rebuild is one start of the
+    node container (pod uid and restart count). The record is in memory: after an operator restart,
+    a rebuild of a node that has not restarted since may be reported once more. A new pod that is
+    not yet a member holds no partitions (``partitions_total`` 0): that is no rebuild.
+    """
+    status = probe.status
+    if status is None or status.transfer.kind != "rebuild" or status.transfer.partitions_total == 0:
+        return
+    observed = p.observed
+    transfer = status.transfer
+    key = f"{pod.uid}/{pod.restart_count}"
+    reported, finished = p.reconciler.rebuilds.get(pod.name, ("", False))
+    if reported != key:
+        finished = False
+        p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "rebuild").inc()
+        p.ctx.events.warning(
+            p.store,
+            "RebuildStarted",
+            f"{pod.name} started with an empty data volume: it copies its {transfer.partitions_total} "
+            "partitions from its peers and serves again once done",
+        )
+    if not finished and not status.rebuilding:
+        finished = True
+        p.ctx.events.normal(
+            p.store,
+            "RebuildFinished",
+            f"{pod.name} rebuilt {transfer.partitions_done} of {transfer.partitions_total} partitions "
+            f"from its peers ({transfer.records_copied} records) and serves again",
+        )
+    p.reconciler.rebuilds[pod.name] = (key, finished)
