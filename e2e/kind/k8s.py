@@ -22,6 +22,7 @@ from e2e.image.build_and_test import docker_problem
 REPO = Path(__file__).resolve().parents[2]
 KIND_DIR = REPO / "e2e" / "kind"
 TOOLS = ("docker", "kind", "kubectl", "helm")
+BACKUP_MOUNT = "/var/kvstore-backups"  # where kind-config.yaml mounts the shared backup folder
 Body = dict[str, Any]
 
 
@@ -65,6 +66,14 @@ class Kubectl:
     def json(self, *args: str) -> Body:
         data: Body = json.loads(self("get", *args, "-o", "json"))
         return data
+
+    def result(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run kubectl and return how it went, failure included (to check what it refused)."""
+        return run(["kubectl", "--context", self.context, "-n", self.namespace, *args],
+                   timeout=timeout, check=False)  # fmt: skip
+
+    def exists(self, kind: str, name: str) -> bool:
+        return bool(self("get", kind, name, "--ignore-not-found", "-o", "name").strip())
 
     def apply(self, body: Body) -> None:
         proc = subprocess.run(
@@ -178,6 +187,50 @@ class Store:
         )
         items: list[Body] = data["items"]
         return items
+
+
+def backup_mount_problem(context: str) -> str | None:
+    """Why the cluster's nodes cannot share a backup volume (None: they can). A cluster made
+    without e2e/kind/kind-config.yaml's extraMounts has no shared folder."""
+    out = run(["kubectl", "--context", context, "get", "nodes", "-o", "name"]).stdout.split()
+    nodes = [n.split("/", 1)[1] for n in out]
+    for node in nodes:
+        if run(["docker", "exec", node, "test", "-d", BACKUP_MOUNT], check=False).returncode != 0:
+            return (
+                f"node {node} has no {BACKUP_MOUNT}: the cluster was made without the extraMounts "
+                "of e2e/kind/kind-config.yaml (delete it and run e2e/kind/up.sh again)"
+            )
+    # The nodes write as uid 10001 and fsGroup does not apply to hostPath; every node mounts the
+    # same host folder, so one chmod (as root, from a node) covers them all.
+    run(["docker", "exec", nodes[0], "chmod", "0777", BACKUP_MOUNT], check=False)
+    return None
+
+
+def apply_backup_volume(kubectl: Kubectl) -> str:
+    """e2e/kind/backup-volume.yaml in ``kubectl.namespace``, its PersistentVolume renamed after the
+    namespace (a volume binds to one claim only); returns the claim's name once it is Bound."""
+    manifest = str(KIND_DIR / "backup-volume.yaml")
+    out = kubectl("create", "--dry-run=client", "-o", "json", "-f", manifest)
+    items: list[Body] = json.loads(out)["items"]  # two objects: kubectl prints a List
+    volume = f"kvstore-e2e-backups-{kubectl.namespace}"
+    claim = ""
+    for item in items:
+        if item["kind"] == "PersistentVolume":
+            item["metadata"]["name"] = volume
+        else:
+            item["spec"]["volumeName"] = volume
+            claim = item["metadata"]["name"]
+    kubectl.apply({"apiVersion": "v1", "kind": "List", "items": items})
+    wait_until(
+        lambda: kubectl.json("pvc", claim)["status"].get("phase") == "Bound", 60, f"PVC {claim} to bind"
+    )
+    return claim
+
+
+def delete_backup_volume(kubectl: Kubectl) -> None:
+    """The namespace's PersistentVolume (the files stay in the host folder: Retain)."""
+    kubectl("delete", "pv", f"kvstore-e2e-backups-{kubectl.namespace}", "--ignore-not-found",
+            "--wait=false", check=False)  # fmt: skip
 
 
 def chaos_store(name: str, namespace: str, replicas: int) -> Body:

@@ -27,7 +27,10 @@ for tool in docker kind kubectl helm; do
 done
 
 if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then
-  log "creating kind cluster $cluster (1 control plane, 3 workers)"
+  # The backup folder every node mounts (kind-config.yaml, extraMounts): made here, writable by the
+  # nodes' uid 10001, rather than by docker as root-owned.
+  mkdir -p -m 0777 /tmp/kvstore-e2e-backups
+  log "creating kind cluster $cluster (1 control plane, 3 workers, backups in /tmp/kvstore-e2e-backups)"
   kind create cluster --name "$cluster" --config e2e/kind/kind-config.yaml --wait 180s
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
@@ -59,4 +62,4 @@ helm upgrade --install kvstore charts/kvstore --namespace kvstore-system --creat
   "${values[@]}" --set "image.repository=${image%:*}" --set "image.tag=${image##*:}" \
   --wait --timeout 5m
 kubectl -n kvstore-system rollout status deployment/kvstore-operator --timeout=180s
-log "ready: kubectl apply -f e2e/kind/kvstore.yaml"
+log "ready: kubectl apply -f e2e/kind/kvstore.yaml (a backup volume: e2e/kind/backup-volume.yaml)"

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,31 +50,6 @@ class Env:
     @property
     def endpoints(self) -> list[str]:
         return [f.endpoint for f in self.forwards]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    missing = k8s.missing_tools()
-    if missing:
-        pytest.skip("kind suite skipped: missing " + ", ".join(missing))
-    name = os.environ.get("KIND_CLUSTER_NAME", "kvstore-e2e")
-    existed = name in k8s.run(["kind", "get", "clusters"], check=False).stdout.split()
-    env = {**os.environ, "KIND_CLUSTER_NAME": name, "PYTHON": sys.executable}
-    up = subprocess.run(
-        ["bash", str(k8s.KIND_DIR / "up.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    if up.returncode != 0:
-        pytest.fail(f"e2e/kind/up.sh failed ({up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}")
-    try:
-        yield f"kind-{name}"
-    finally:
-        if not existed and not os.environ.get("KVSTORE_KIND_KEEP"):
-            k8s.run(["kind", "delete", "cluster", "--name", name], check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,20 @@ def test_the_chaos_store_tolerates_notready_nodes_briefly() -> None:
     spec = k8s.chaos_store("chaos", "ns", 3)["spec"]
     keys = {t["key"]: t["tolerationSeconds"] for t in spec["tolerations"]}
     assert keys == {"node.kubernetes.io/not-ready": 5, "node.kubernetes.io/unreachable": 5}
+
+
+def test_the_backup_volume_is_one_host_folder_shared_by_every_node() -> None:
+    """kind-config.yaml mounts one host folder into every node at the path of the hostPath
+    PersistentVolume, which its claim binds to with ReadWriteMany; up.sh makes the folder."""
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((k8s.KIND_DIR / "kind-config.yaml").read_text())
+    host = "/tmp/kvstore-e2e-backups"
+    for node in config["nodes"]:
+        assert node["extraMounts"] == [{"hostPath": host, "containerPath": k8s.BACKUP_MOUNT}], node
+    volume, claim = yaml.safe_load_all((k8s.KIND_DIR / "backup-volume.yaml").read_text())
+    assert volume["kind"] == "PersistentVolume" and claim["kind"] == "PersistentVolumeClaim"
+    assert volume["spec"]["hostPath"]["path"] == k8s.BACKUP_MOUNT
+    assert volume["spec"]["accessModes"] == claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert volume["spec"]["storageClassName"] == claim["spec"]["storageClassName"] == ""
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
+    assert f"mkdir -p -m 0777 {host}" in (k8s.KIND_DIR / "up.sh").read_text()

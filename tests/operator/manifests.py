@@ -17,6 +17,7 @@ def kvstore(
     port: int = 7000,
     metrics_port: int = 9100,
     backup_claim: str | None = None,
+    backup_path: str | None = None,
     schedule: str | None = None,
     keep: int | None = None,
     restore_from: dict[str, Any] | None = None,
@@ -35,6 +36,8 @@ def kvstore(
         spec["image"] = image
     if backup_claim:
         backup: dict[str, Any] = {"volume": {"claimName": backup_claim}}
+        if backup_path:
+            backup["path"] = backup_path
         if schedule:
             backup["schedule"] = schedule
         if keep is not None:
