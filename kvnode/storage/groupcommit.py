@@ -9,8 +9,10 @@ Gathering adapts to the load. With few writes in flight, a batch goes out at onc
 adds no delay. Under load, commits on this machine's disk take a fraction of a millisecond, so
 without help batches shrink to one or two writes and each write pays a full round of process and
 gRPC wake-ups; measured, that halves throughput. So after a commit the next batch waits until as
-many writes as the last batch held have arrived, or ``max_delay`` (default 2 ms) has passed,
+many writes as the last batch held have arrived, or ``max_delay`` (default 4 ms) has passed,
 whichever comes first, the way PostgreSQL's ``commit_delay`` waits only when there is company.
+4 ms rather than 2 ms measured 1.06x / 1.13-1.25x / 1.14-1.18x durable Put at 16 / 64 / 256 in
+flight (8 ms was no better); the bound is paid at most once after a burst.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from kvnode.storage.engine import Storage
 log = logging.getLogger(__name__)
 
 Op = writer.Op
-MAX_DELAY = 0.002
+MAX_DELAY = 0.004
 MAX_BATCH = 4096
 START_TIMEOUT = 30.0
 
