@@ -234,16 +234,16 @@ class Coordinator:
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
         needs. LINEARIZABLE reads make sure a quorum holds the result before returning it."""
-        with self.load:
-            return await self._read(keys, level)
-
-    async def _read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         local = self.replicas.local
         if len(keys) == 1 and not local.rebuilding:
             placement = self.topology.placement
             replicas = placement.read_replicas(placement.partition(keys[0]))
             if self.node_id in replicas and level.needed(len(replicas)) == 1:
                 return local.read_now(keys)  # one answer suffices and this node has it
+        with self.load:
+            return await self._read_replicas(keys, level)
+
+    async def _read_replicas(self, keys: list[bytes], level: Level) -> list[Record | None]:
         for attempt in range(ATTEMPTS):
             with self.topology.request() as placement:
                 trackers = await self._collect(keys, level, placement)
