@@ -226,6 +226,10 @@ class Coordinator:
 
     async def replicate_records(self, records: list[Record], level: Level) -> None:
         """Write records with the versions they carry (batches, restores)."""
+        with self.topology.request() as placement:
+            if placement.sole_replica == self.node_id:  # no other replica: no tracking needed
+                await self.replicas.local.apply([(r, False) for r in records])
+                return
         trackers = await self._replicate([(r, False) for r in records], level)
         failed = [t for t in trackers if not t.future.result()]
         if failed:

@@ -20,7 +20,7 @@ from kvnode.errors import KVError, Unavailable, from_status
 from kvnode.hlc import HybridClock
 from kvnode.metrics import NodeMetrics
 from kvnode.record import Record, Version
-from kvnode.storage.engine import Storage
+from kvnode.storage.engine import Storage, apply_row
 from kvnode.storage.groupcommit import GroupCommitter
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class LocalReplica:
             raise Unavailable(f"node {self.id} is rebuilding its data from peers")
 
     async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
-        outcomes: list[ApplyOutcome] = await self._committer.submit("apply_all", items)
+        rows = [apply_row(record, want) for record, want in items]
+        outcomes: list[ApplyOutcome] = await self._committer.submit("apply_rows", rows)
         return outcomes
 
     async def read(self, keys: list[bytes]) -> list[Record | None]:

@@ -15,7 +15,7 @@ from kvnode.errors import InvalidArgument
 from kvnode.metrics import NodeMetrics
 from kvnode.record import Record, missing
 from kvnode.server.rpc import handler
-from kvnode.server.validation import check_batch, check_key, check_keys, check_value
+from kvnode.server.validation import check_batch, check_key, check_keys, check_value, check_values
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -110,14 +110,20 @@ class KVService(kv_pb2_grpc.KVServicer):
     @handler("BatchWrite")
     async def BatchWrite(self, request: kv_pb2.BatchWriteRequest, context: Ctx) -> kv_pb2.BatchWriteResponse:
         mutations = request.mutations
-        check_batch(len(mutations), sum(len(m.key) + len(m.value) for m in mutations), self.limits)
-        for n, m in enumerate(mutations):
-            check_key(m.key, self.limits, f"mutation #{n} key")
-            check_value(m.value, self.limits, f"mutation #{n} value")
+        keys = [m.key for m in mutations]
+        values = [m.value for m in mutations]
+        check_batch(len(keys), sum(map(len, keys)) + sum(map(len, values)), self.limits)
+        check_keys(keys, self.limits, "mutation #{n} key")
+        check_values(values, self.limits, "mutation #{n} value")
         versions = await self.coordinator.write_many(
-            [(m.key, m.value, m.delete) for m in mutations], self._level(request.consistency)
+            list(zip(keys, values, [m.delete for m in mutations], strict=True)),
+            self._level(request.consistency),
         )
-        return kv_pb2.BatchWriteResponse(versions=[v.to_proto() for v in versions])
+        response = kv_pb2.BatchWriteResponse()
+        add = response.versions.add  # built in place: no Version message to copy per item
+        for version in versions:
+            add(hlc=version.hlc, node_id=version.node_id)
+        return response
 
     @handler("BatchGet")
     async def BatchGet(self, request: kv_pb2.BatchGetRequest, context: Ctx) -> kv_pb2.BatchGetResponse:

@@ -37,7 +37,7 @@ log = logging.getLogger("kvnode.storage.writer")
 Op = tuple[str, tuple[Any, ...]]
 Outcome = tuple[bool, Any]
 
-OPS = frozenset({"apply_all", "put_meta", "collect_tombstones", "add_hints", "delete_hints"})
+OPS = frozenset({"apply_rows", "put_meta", "collect_tombstones", "add_hints", "delete_hints"})
 READY = b"ready"
 _LEN = struct.Struct(">I")
 

@@ -135,6 +135,24 @@ async def test_batch_limits(kv: KV) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "key #1 must not be empty",
     )
+    # One bad mutation refuses the whole batch, and is named.
+    ok = [kv_pb2.Mutation(key=b"ok-%d" % i, value=b"v") for i in range(3)]
+    empty_key = kv_pb2.BatchWriteRequest(mutations=[*ok, kv_pb2.Mutation(key=b"", value=b"v")])
+    await expect_status(
+        kv.BatchWrite(empty_key), grpc.StatusCode.INVALID_ARGUMENT, "mutation #3 key must not be empty"
+    )
+    long_key = kv_pb2.BatchWriteRequest(mutations=[kv_pb2.Mutation(key=b"k" * 4097, value=b"v"), *ok])
+    await expect_status(
+        kv.BatchWrite(long_key),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "mutation #0 key is 4097 bytes, over the limit of 4096 bytes (--max-key-bytes)",
+    )
+    big_value = kv_pb2.BatchWriteRequest(mutations=[*ok, kv_pb2.Mutation(key=b"big", value=b"v" * 1_048_577)])
+    await expect_status(
+        kv.BatchWrite(big_value),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "mutation #3 value is 1048577 bytes, over the limit of 1048576 bytes (--max-value-bytes)",
+    )
     assert (await kv.Scan(kv_pb2.ScanRequest())).kvs == []
 
 

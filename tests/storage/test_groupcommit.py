@@ -9,7 +9,7 @@ import pytest
 
 from kvnode.errors import StorageError
 from kvnode.record import Record, Version
-from kvnode.storage.engine import Storage
+from kvnode.storage.engine import Storage, apply_row
 from kvnode.storage.groupcommit import CommitObserver, GroupCommitter
 
 
@@ -36,7 +36,7 @@ def record(i: int) -> Record:
 
 
 async def put(gc: GroupCommitter, i: int) -> tuple[bool, Record | None]:
-    [outcome] = await gc.submit("apply_all", [(record(i), False)])
+    [outcome] = await gc.submit("apply_rows", [apply_row(record(i), False)])
     return outcome  # type: ignore[no-any-return]
 
 
@@ -64,17 +64,17 @@ async def test_one_failing_operation_does_not_fail_its_neighbours(
     committer: tuple[GroupCommitter, Recorder], store: Storage
 ) -> None:
     gc, _ = committer
-    half_done = (Record(b"half-done", b"v", Version(1, "a")), False)
+    half_done = apply_row(Record(b"half-done", b"v", Version(1, "a")), False)
     outcomes = await asyncio.gather(
         *(put(gc, i) for i in range(50)),
-        gc.submit("apply_all", [half_done, ("not a record", False)]),
+        gc.submit("apply_rows", [half_done, (None, b"v", 1, "a", False, False)]),
         gc.submit("drop_everything"),
         *(put(gc, i) for i in range(50, 100)),
         return_exceptions=True,
     )
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(errors) == 2
-    assert isinstance(errors[0], AttributeError)  # the broken apply, as raised in the writer
+    assert isinstance(errors[0], TypeError)  # the broken apply (a key that is not bytes), as raised
     assert isinstance(errors[1], ValueError) and "unknown write operation" in str(errors[1])
     assert store.stats().keys == 100
     assert store.get(b"half-done") is None  # the failed operation's own write was rolled back
@@ -103,8 +103,8 @@ async def test_the_reader_follows_the_map_as_the_writer_grows_it(
 ) -> None:
     gc, _ = committer
     before = store.map_size()
-    big = [(Record(b"big%04d" % i, b"x" * 4000, Version(1, "a")), False) for i in range(600)]
+    big = [apply_row(Record(b"big%04d" % i, b"x" * 4000, Version(1, "a")), False) for i in range(600)]
     for start in range(0, len(big), 50):
-        await gc.submit("apply_all", big[start : start + 50])
+        await gc.submit("apply_rows", big[start : start + 50])
     assert store.get(b"big0599") is not None  # read through a map the writer process grew
     assert store.map_size() > before
