@@ -152,16 +152,20 @@ class PeerLink:
         self._channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
-        busy = (load or Load()).busy
+        pressure = (load or Load()).pressure
         self._apply = Batcher(
             self._send_apply,
             size_of=lambda item: len(item[0].key) + len(item[0].value) + 64,
             linger=APPLY_LINGER,
-            busy=busy,
+            pressure=pressure,
         )
         # Answers carry values of up to 1 MiB each: keep a batched read's answer inside one message.
         self._read = Batcher(
-            self._send_read, max_items=64, size_of=lambda key: len(key) + 16, linger=READ_LINGER, busy=busy
+            self._send_read,
+            max_items=64,
+            size_of=lambda key: len(key) + 16,
+            linger=READ_LINGER,
+            pressure=pressure,
         )
         self.reachable = True
         self.last_seen = 0.0
