@@ -44,10 +44,10 @@ class Placement:
         self.new = (
             rendezvous(self.partitions, membership.new_view, rf) if membership.in_transition else self.old
         )
-        sets = set(self.old) | set(self.new)
         # The one node that holds every partition alone (a single-node store), else None: writes
         # then need no quorum tracking at all.
-        self.sole_replica = next(iter(sets))[0] if len(sets) == 1 and len(next(iter(sets))) == 1 else None
+        holders = {member for replicas in (*self.old, *self.new) for member in replicas}
+        self.sole_replica = next(iter(holders)) if len(holders) == 1 else None
 
     def partition(self, key: bytes) -> int:
         return partition_of(key, self.partitions)

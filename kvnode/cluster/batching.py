@@ -29,7 +29,8 @@ BUSY_AT = 8  # client requests in progress on this node from which its links lin
 
 
 class Load:
-    """The client requests this node is coordinating right now (``with load:`` around each)."""
+    """The client requests this node is coordinating that wait on other replicas right now
+    (``with load:`` around each); requests this node answers alone never touch a link."""
 
     def __init__(self, busy_at: int = BUSY_AT) -> None:
         self.requests = 0

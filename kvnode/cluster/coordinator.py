@@ -181,14 +181,6 @@ class Coordinator:
         self, key: bytes, value: bytes, *, tombstone: bool, level: Level, want_previous: bool
     ) -> WriteResult:
         """A put (or, with ``tombstone``, a delete) of one key."""
-        with self.load:
-            return await self._write(
-                key, value, tombstone=tombstone, level=level, want_previous=want_previous
-            )
-
-    async def _write(
-        self, key: bytes, value: bytes, *, tombstone: bool, level: Level, want_previous: bool
-    ) -> WriteResult:
         if level is Level.LINEARIZABLE:
             current = (await self.read([key], Level.QUORUM))[0]
             if current is not None:
@@ -203,7 +195,8 @@ class Coordinator:
             if old == new == (self.node_id,):  # this node is the only replica: no tracking needed
                 ((_, previous),) = await self.replicas.local.apply([(record, want_previous)])
                 return WriteResult(record.version, previous)
-        tracker = (await self._replicate([(record, want_previous)], level))[0]
+        with self.load:
+            tracker = (await self._replicate([(record, want_previous)], level))[0]
         if not tracker.future.result():
             raise tracker.error(level)
         return WriteResult(record.version, tracker.previous)

@@ -42,12 +42,8 @@ def unreachable_message(observed: Observed) -> str:
         + (f" ({', '.join(tried)})" if tried else "")
         + (f"; {untried} not probed (no IP, or terminating)" if untried else "")
         + (f"; first error {errors[0]}" if errors else "")
-        + f"; membershipEpoch {recorded_epoch(observed)} and members are as last reported"
+        + f"; membershipEpoch {observed.recorded_epoch} and members are as last reported"
     )
-
-
-def recorded_epoch(observed: Observed) -> int:
-    return int(observed.status.get("membershipEpoch") or 0)
 
 
 def availability(observed: Observed, report: Report, config: OperatorConfig) -> dict[str, Any]:
@@ -178,7 +174,7 @@ def compute_status(
         "replicas": observed.statefulset_replicas or 0,
         "readyReplicas": sum(1 for p in observed.pods.values() if p.ready),
         # No node answers: keep the last epoch known rather than report 0 (a store being created).
-        "membershipEpoch": membership.epoch if membership else recorded_epoch(observed),
+        "membershipEpoch": membership.epoch if membership else observed.recorded_epoch,
         "members": members_status(observed, config),
         "operation": report.operation,
         "conditions": merge_conditions(previous, [available, progressing, degraded], now, generation),

@@ -61,10 +61,15 @@ class Observed:
         return [m for m in self.status.get("members") or [] if isinstance(m, Mapping) and m.get("name")]
 
     @property
+    def recorded_epoch(self) -> int:
+        """``status.membershipEpoch`` as the last pass wrote it."""
+        return int(self.status.get("membershipEpoch") or 0)
+
+    @property
     def unreachable(self) -> bool:
         """The store had a membership (its status recorded one) but no node answers now. Its
         last known membership still stands: the store is down, not being created."""
-        had = int(self.status.get("membershipEpoch") or 0) > 0 or bool(self.recorded_members)
+        had = self.recorded_epoch > 0 or bool(self.recorded_members)
         return self.spec is not None and self.membership is None and had
 
     def member_ids(self) -> set[str]:

@@ -32,6 +32,12 @@ def test_replicas_are_capped_by_the_member_count() -> None:
     assert placement.read_replicas(7) == ("solo",)
 
 
+def test_only_a_single_node_store_has_a_sole_replica() -> None:
+    assert Placement(membership(["solo"])).sole_replica == "solo"
+    assert Placement(membership([f"kv-{i}" for i in range(3)], rf=1)).sole_replica is None
+    assert Placement(membership([f"kv-{i}" for i in range(3)])).sole_replica is None
+
+
 def test_adding_a_member_moves_about_rf_over_n_of_the_replica_slots() -> None:
     before = Placement(membership([f"kv-{i}" for i in range(4)]))
     after = Placement(membership([f"kv-{i}" for i in range(5)]))
