@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -23,11 +22,12 @@ from pathlib import Path
 
 import lmdb
 
-from kvnode.errors import InvalidArgument, NotFound
-from kvnode.record import Record, decode_value
+from kvnode.core.errors import InvalidArgument, NotFound
+from kvnode.core.names import check_backup_id
+from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
+from kvnode.storage.schema import decode_value
 
-_BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 SNAPSHOT = "data.mdb"
 MANIFEST = "manifest.json"
 
@@ -53,16 +53,6 @@ class Manifest:
             return cls(**{**data, "path": str(folder)})
         except (OSError, ValueError, TypeError) as exc:
             raise InvalidArgument(f"unreadable backup manifest in {folder}: {exc}") from exc
-
-
-def check_backup_id(backup_id: str) -> str:
-    if not _BACKUP_ID.match(backup_id):
-        raise InvalidArgument(f"invalid backup id {backup_id!r}: use 1-128 letters, digits, '.', '-' or '_'")
-    return backup_id
-
-
-def new_backup_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
 def _directory(directory: str) -> Path:

@@ -1,19 +1,13 @@
-"""Node settings and the parsing of the values people type into flags."""
+"""Node settings."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
-
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
-_SIZE = re.compile(r"^(?P<num>\d+)(?P<unit>[KMGT]i?B?|B)?$", re.IGNORECASE)
-_DURATION = re.compile(r"^(?P<num>\d+(\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
+from kvnode.core.membership import Member, Membership
+from kvnode.core.names import parse_host_port, validate_node_id
+from kvnode.core.units import GIB, KIB, MIB
 
 
 @dataclass(frozen=True)
@@ -73,25 +67,12 @@ class NodeConfig:
                 return peer.address
         return self.listen
 
-
-def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
-    """Split HOST:PORT, refusing anything else with a message that says what was wrong."""
-    match = _HOST_PORT.match(value.strip())
-    if not match:
-        raise ValueError(f"invalid {what} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
-    port = int(match["port"])
-    if not 0 < port < 65536:
-        raise ValueError(f"invalid {what} {value!r}: port must be 1-65535")
-    return match["host"].strip("[]"), port
-
-
-def validate_node_id(value: str) -> str:
-    if not _NODE_ID.match(value):
-        raise ValueError(
-            f"invalid node id {value!r}: use 1-63 letters, digits, '.', '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return value
+    def initial_membership(self) -> Membership:
+        """Epoch 0: the members named by --peers (or this node alone), all ACTIVE."""
+        members = [Member(p.node_id, p.address) for p in self.peers]
+        if self.node_id not in {m.id for m in members}:
+            members.append(Member(self.node_id, self.address))
+        return Membership(0, tuple(members), self.replication_factor, self.partitions)
 
 
 def parse_peers(value: str) -> tuple[Peer, ...]:
@@ -107,21 +88,3 @@ def parse_peers(value: str) -> tuple[Peer, ...]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate node id in --peers: {value!r}")
     return tuple(peers)
-
-
-def parse_size(value: str) -> int:
-    """Parse a byte size: 4096, 64MiB, 1GB, 2G (binary units)."""
-    match = _SIZE.match(value.strip())
-    if not match:
-        raise ValueError(f"invalid size {value!r}: expected a number with an optional unit (KiB, MiB, GiB)")
-    unit = (match["unit"] or "B").upper().rstrip("B").rstrip("I")
-    return int(match["num"]) * {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1024 * GIB}[unit]
-
-
-def parse_duration(value: str) -> float:
-    """Parse a duration in seconds: 30, 250ms, 10s, 5m, 3h, 10d."""
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 250ms, 10s, 5m, 3h, 10d")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"] or "s"]
-    return float(match["num"]) * scale

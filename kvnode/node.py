@@ -39,7 +39,7 @@ from kvnode.api.v1 import (
 )
 from kvnode.cluster.antientropy import AntiEntropy
 from kvnode.cluster.batching import Load
-from kvnode.cluster.consistency import Level
+from kvnode.cluster.clock import HybridClock, physical_ms
 from kvnode.cluster.coordinator import Coordinator
 from kvnode.cluster.hints import HintedHandoff
 from kvnode.cluster.peers import ReplicaSet
@@ -47,12 +47,13 @@ from kvnode.cluster.replicas import LocalReplica, PeerLink
 from kvnode.cluster.scan import Scanner
 from kvnode.cluster.topology import Topology
 from kvnode.cluster.transfer import TransferManager
-from kvnode.config import NodeConfig, parse_host_port
-from kvnode.errors import FailedPrecondition, KVError, StartupError
-from kvnode.hlc import HybridClock, physical_ms
-from kvnode.membership import Membership
+from kvnode.config import NodeConfig
+from kvnode.core.errors import FailedPrecondition, KVError, StartupError
+from kvnode.core.levels import Level
+from kvnode.core.membership import Membership
+from kvnode.core.names import new_backup_id, parse_host_port
+from kvnode.core.records import Record
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record
 from kvnode.server.admin_service import AdminService
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
@@ -165,7 +166,7 @@ class Node:
         membership = (
             Membership.from_proto(types_pb2.Membership.FromString(stored))
             if stored
-            else Membership.from_config(cfg)
+            else cfg.initial_membership()
         )
         if membership.partitions != storage.partitions:
             membership = Membership(
@@ -375,7 +376,7 @@ class Node:
                 backup.take_snapshot,
                 self.storage,
                 directory,
-                backup_id or backup.new_backup_id(),
+                backup_id or new_backup_id(),
                 node_id=self.config.node_id,
                 epoch=membership.epoch,
                 replication_factor=membership.replication_factor,

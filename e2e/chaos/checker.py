@@ -31,7 +31,7 @@ from typing import Any
 
 from e2e.chaos import linearizability
 from e2e.chaos.history import INFO, OK, History, Op
-from kvnode.placement import Placement
+from kvnode.core.placement import Placement
 
 STRONG_LEVELS = ("QUORUM", "ALL", "LINEARIZABLE")
 

@@ -14,8 +14,8 @@ import grpc
 
 from e2e.chaos.checker import Digests
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from kvnode.membership import Membership
-from kvnode.placement import Placement
+from kvnode.core.membership import Membership
+from kvnode.core.placement import Placement
 
 
 async def _admin(endpoint: str) -> tuple[grpc.aio.Channel, admin_pb2_grpc.AdminAsyncStub]:

@@ -37,7 +37,7 @@ from kvnode.cli.kvctl_core import (
 from kvnode.cli.options import EnvArgs, typed
 from kvnode.client import InvalidArgument, KVError, Level
 from kvnode.client.endpoints import parse_endpoints
-from kvnode.config import parse_duration
+from kvnode.core.units import parse_duration
 
 
 def _utf8(value: str) -> bytes:

@@ -7,11 +7,11 @@ import argparse
 import asyncio
 import sys
 
-from kvnode.backup import new_backup_id
 from kvnode.cli import kvctl_output as out
 from kvnode.cli.kvctl_core import EXIT_FAILED, EXIT_OK, Session, command
-from kvnode.membership import Member
-from kvnode.reconfig import Reconfigurer, describe
+from kvnode.client.reconfig import Reconfigurer, describe
+from kvnode.core.membership import Member, Membership
+from kvnode.core.names import new_backup_id
 
 
 def _progress(message: str) -> None:
@@ -31,18 +31,7 @@ def _member_json(member: Member) -> dict[str, str]:
 
 @command("member", "list the members, or add or remove one (data moves first)", _member_args)
 def member(args: argparse.Namespace, session: Session) -> int:
-    reconfig = Reconfigurer(session.endpoints, timeout=session.args.timeout, progress=_progress)
-    if args.action == "list":
-        membership = asyncio.run(reconfig.current())
-    elif args.action == "add":
-        member_id, sep, address = args.member.partition("=")
-        if not sep or not member_id or not address:
-            raise ValueError("member add needs ID=HOST:PORT, e.g. kv-3=127.0.0.1:7003")
-        membership = asyncio.run(reconfig.add(member_id, address))
-    else:
-        if not args.member:
-            raise ValueError("member remove needs the member's ID")
-        membership = asyncio.run(reconfig.remove(args.member))
+    membership = asyncio.run(_change_members(args.action, args.member, session))
     if session.json:
         out.emit_json(
             {
@@ -57,6 +46,22 @@ def member(args: argparse.Namespace, session: Session) -> int:
         for m in membership.members:
             out.emit_line(f"{m.id}\t{m.address}\t{m.state.name}")
     return EXIT_OK
+
+
+async def _change_members(action: str, target: str, session: Session) -> Membership:
+    async with Reconfigurer.connect(
+        session.endpoints, timeout=session.args.timeout, progress=_progress
+    ) as reconfig:
+        if action == "list":
+            return await reconfig.current()
+        if action == "add":
+            member_id, sep, address = target.partition("=")
+            if not sep or not member_id or not address:
+                raise ValueError("member add needs ID=HOST:PORT, e.g. kv-3=127.0.0.1:7003")
+            return await reconfig.add(member_id, address)
+        if not target:
+            raise ValueError("member remove needs the member's ID")
+        return await reconfig.remove(target)
 
 
 BACKUP_ACTIONS = ("create", "list", "verify", "delete")

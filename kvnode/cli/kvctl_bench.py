@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kvnode.cli import kvctl_output as out
 from kvnode.cli.options import positive_int, typed
 from kvnode.client import AsyncKVClient, KVError
-from kvnode.config import parse_duration, parse_size
+from kvnode.core.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from kvnode.cli.kvctl_core import Session

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -17,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from kvnode.cli.options import LOG_LEVELS, EnvArgs, typed
-from kvnode.config import parse_duration
-from kvnode.reconfig import Reconfigurer
+from kvnode.client import Admin
+from kvnode.client.reconfig import Reconfigurer
+from kvnode.core.errors import KVError
+from kvnode.core.units import parse_duration
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -84,22 +84,24 @@ def node_command(node: LocalNode, peers: str, args: argparse.Namespace) -> list[
     return command
 
 
-def wait_serving(node: LocalNode, deadline: float) -> str | None:
+def wait_serving(admin: Admin, node: LocalNode, deadline: float) -> str | None:
     """None once the node reports SERVING; otherwise why it did not."""
-    with grpc.insecure_channel(node.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                return f"exited with code {node.process.returncode}"
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return None
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
+    while time.monotonic() < deadline:
+        assert node.process is not None
+        if node.process.poll() is not None:
+            return f"exited with code {node.process.returncode}"
+        with contextlib.suppress(KVError):
+            if admin.health(node.address, timeout=1.0):
+                return None
+        time.sleep(0.2)
     return f"not serving after {READY_TIMEOUT:.0f}s"
+
+
+async def bootstrap(seeds: list[str]) -> None:
+    """Give the cluster a real epoch: a node whose data directory is later wiped then rebuilds
+    from its peers."""
+    async with Reconfigurer.connect(seeds, progress=lambda _: None) as reconfig:
+        await reconfig.bootstrap()
 
 
 def stop_all(nodes: list[LocalNode]) -> None:
@@ -148,15 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                     start_new_session=True,
                 )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT
-        for node in nodes:
-            problem = wait_serving(node, deadline)
-            if problem is not None:
-                print(f"kvnode local-cluster: node {node.node_id} {problem}; its log ({node.log_path}):",
-                      file=sys.stderr)  # fmt: skip
-                print(tail(node.log_path), file=sys.stderr)
-                return 1
-        # A real epoch makes a node whose data directory is later wiped rebuild from its peers.
-        asyncio.run(Reconfigurer([n.address for n in nodes], progress=lambda _: None).bootstrap())
+        with Admin.connect() as admin:
+            for node in nodes:
+                problem = wait_serving(admin, node, deadline)
+                if problem is not None:
+                    print(f"kvnode local-cluster: node {node.node_id} {problem}; its log ({node.log_path}):",
+                          file=sys.stderr)  # fmt: skip
+                    print(tail(node.log_path), file=sys.stderr)
+                    return 1
+        asyncio.run(bootstrap([n.address for n in nodes]))
         endpoints = ",".join(n.address for n in nodes)
         print(f"Local cluster of {len(nodes)} nodes is up, data in {args.data_dir}/:")
         for node in nodes:

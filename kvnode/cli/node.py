@@ -18,17 +18,11 @@ from pathlib import Path
 
 from kvnode import __version__
 from kvnode.cli.options import LOG_LEVELS, EnvArgs, positive_int, setup_logging, typed
-from kvnode.cluster.consistency import Level
-from kvnode.config import (
-    Limits,
-    NodeConfig,
-    parse_duration,
-    parse_host_port,
-    parse_peers,
-    parse_size,
-    validate_node_id,
-)
-from kvnode.errors import KVError, StartupError
+from kvnode.config import Limits, NodeConfig, parse_peers
+from kvnode.core.errors import KVError, StartupError
+from kvnode.core.levels import Level
+from kvnode.core.names import parse_host_port, validate_node_id
+from kvnode.core.units import parse_duration, parse_size
 from kvnode.node import Node
 
 log = logging.getLogger("kvnode")

@@ -24,8 +24,7 @@ from kvnode.client.types import (
     ScanPage,
     WriteResult,
 )
-from kvnode.cluster.consistency import Level
-from kvnode.errors import (
+from kvnode.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -35,7 +34,8 @@ from kvnode.errors import (
     StorageFull,
     Unavailable,
 )
-from kvnode.record import Version
+from kvnode.core.levels import Level
+from kvnode.core.records import Version
 
 __all__ = [
     "Admin",

@@ -25,8 +25,8 @@ from kvnode.client.types import (
     to_bytes,
     to_consistency,
 )
-from kvnode.membership import Membership
-from kvnode.record import Version
+from kvnode.core.membership import Membership
+from kvnode.core.records import Version
 
 DEFAULT_PAGE = 1000
 """The node's default page size, used when a scan has a ``limit`` but no ``page_size``."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from kvnode.api.v1 import admin_pb2_grpc, kv_pb2_grpc
 
@@ -34,6 +35,7 @@ class Stubs:
     channel: grpc.aio.Channel
     kv: kv_pb2_grpc.KVAsyncStub
     admin: admin_pb2_grpc.AdminAsyncStub
+    health: health_pb2_grpc.HealthStub
 
 
 class ChannelPool:
@@ -52,7 +54,10 @@ class ChannelPool:
                 raise RuntimeError("the client is closed")
             channel = grpc.aio.insecure_channel(address, options=self._options)
             stubs = self._stubs[address] = Stubs(
-                channel, kv_pb2_grpc.KVStub(channel), admin_pb2_grpc.AdminStub(channel)
+                channel,
+                kv_pb2_grpc.KVStub(channel),
+                admin_pb2_grpc.AdminStub(channel),
+                health_pb2_grpc.HealthStub(channel),
             )
         return stubs
 

@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from kvnode.config import parse_host_port
+from kvnode.core.names import parse_host_port
 
 
 def parse_endpoints(endpoints: str | Iterable[str]) -> tuple[str, ...]:

@@ -20,9 +20,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from kvnode.client.channels import ChannelPool
-from kvnode.errors import KVError
-from kvnode.membership import Membership
-from kvnode.placement import Placement
+from kvnode.core.errors import KVError
+from kvnode.core.membership import Membership
+from kvnode.core.placement import Placement
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Unpack
 
 from kvnode.client.admin import AsyncAdmin
 from kvnode.client.aio import AsyncKVClient, ClientOptions
-from kvnode.membership import Membership
+from kvnode.core.membership import Membership
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -100,8 +100,37 @@ def iterating(
 
 
 class Admin(Bridge[AsyncAdmin]):
-    """Blocking admin calls; see :class:`kvnode.client.admin.AsyncAdmin`."""
+    """Blocking admin calls; see :class:`kvnode.client.admin.AsyncAdmin`. A client's ``admin``
+    shares its channels; :meth:`connect` makes one of its own, to be closed after use."""
 
+    @classmethod
+    def connect(
+        cls, endpoints: str | Iterable[str] = (), *, timeout: float = 10.0, retries: int = 0
+    ) -> Admin:
+        """See :meth:`AsyncAdmin.connect`."""
+        admin = cls(
+            AsyncAdmin.connect(endpoints, timeout=timeout, retries=retries), LoopThread("kvadmin-loop")
+        )
+        admin._owns_loop = True
+        return admin
+
+    _owns_loop = False
+
+    def close(self) -> None:
+        if self._owns_loop:
+            if self._loop.loop.is_running():
+                self._loop.run(self._target.close())
+            self._loop.stop()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    health = blocking(AsyncAdmin.health)
     status = blocking(AsyncAdmin.status)
     status_all = blocking(AsyncAdmin.status_all)
     membership = blocking(AsyncAdmin.membership)

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from kvnode.api.v1 import admin_pb2, kv_pb2, types_pb2
 from kvnode.client.channels import ChannelPool, Stubs
 from kvnode.client.retry import RETRYABLE, RetryPolicy, never_sent
 from kvnode.client.types import Attempt
-from kvnode.errors import DeadlineExceeded, KVError, from_status
+from kvnode.core.errors import DeadlineExceeded, KVError, from_status
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -40,6 +41,10 @@ BATCH_WRITE: Rpc[kv_pb2.BatchWriteRequest, kv_pb2.BatchWriteResponse] = Rpc(
     "BatchWrite", lambda s: s.kv.BatchWrite, write=True
 )
 BATCH_GET: Rpc[kv_pb2.BatchGetRequest, kv_pb2.BatchGetResponse] = Rpc("BatchGet", lambda s: s.kv.BatchGet)
+HEALTH: Rpc[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse] = Rpc(
+    "Health/Check",
+    lambda s: s.health.Check,
+)
 # Admin calls are all safe to repeat (admin.proto says so), so they count as idempotent.
 STATUS: Rpc[admin_pb2.StatusRequest, admin_pb2.StatusResponse] = Rpc("Admin/Status", lambda s: s.admin.Status)
 GET_MEMBERSHIP: Rpc[admin_pb2.GetMembershipRequest, types_pb2.Membership] = Rpc(

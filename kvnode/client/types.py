@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from kvnode.api.v1 import types_pb2
-from kvnode.cluster.consistency import Level
-from kvnode.errors import KVError
-from kvnode.record import Version
+from kvnode.core.errors import KVError
+from kvnode.core.levels import Level
+from kvnode.core.records import Version
 
 KeyLike = bytes | bytearray | memoryview | str
 """Keys and values: bytes as they are, ``str`` encoded as UTF-8."""

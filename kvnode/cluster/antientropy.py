@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.replicas import KeyVersionEntry, PeerLink, Replica
 from kvnode.cluster.topology import Topology
-from kvnode.hlc import HybridClock, from_ms, physical_ms
+from kvnode.core.records import Version, chunked
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Version, chunked
 from kvnode.storage.engine import Storage
 
 log = logging.getLogger(__name__)

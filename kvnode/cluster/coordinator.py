@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvnode.cluster.batching import Load
-from kvnode.cluster.consistency import Level
+from kvnode.cluster.clock import HybridClock
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.replicas import ApplyItem, ApplyOutcome, StaleEpoch
 from kvnode.cluster.topology import Topology
-from kvnode.errors import InvalidArgument, KVError, StorageFull, Unavailable
-from kvnode.hlc import HybridClock
+from kvnode.core.errors import InvalidArgument, KVError, StorageFull, Unavailable
+from kvnode.core.levels import Level
+from kvnode.core.placement import Placement
+from kvnode.core.records import Record, Version, newest
 from kvnode.metrics import NodeMetrics
-from kvnode.placement import Placement
-from kvnode.record import Record, Version, newest
 
 log = logging.getLogger(__name__)
 

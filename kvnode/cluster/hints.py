@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kvnode.cluster.clock import HybridClock, physical_ms
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.topology import Topology
-from kvnode.hlc import HybridClock, physical_ms
+from kvnode.core.records import Record, chunked
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record, chunked
-from kvnode.storage.engine import Hint, Storage
+from kvnode.storage.engine import Storage
 from kvnode.storage.groupcommit import GroupCommitter
+from kvnode.storage.schema import Hint
 
 log = logging.getLogger(__name__)
 

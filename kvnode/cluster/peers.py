@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from kvnode.cluster.replicas import LocalReplica, PeerLink, Replica
-from kvnode.membership import Membership
+from kvnode.core.membership import Membership
 
 log = logging.getLogger(__name__)
 

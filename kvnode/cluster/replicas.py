@@ -16,10 +16,10 @@ import grpc
 
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, replica_pb2, replica_pb2_grpc, types_pb2
 from kvnode.cluster.batching import Batcher, Load
-from kvnode.errors import KVError, Unavailable, from_status
-from kvnode.hlc import HybridClock
+from kvnode.cluster.clock import HybridClock
+from kvnode.core.errors import KVError, Unavailable, from_status
+from kvnode.core.records import Record, Version
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record, Version
 from kvnode.storage.engine import Storage, apply_row
 from kvnode.storage.groupcommit import GroupCommitter
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from kvnode.cluster.consistency import Level
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.topology import Topology
-from kvnode.errors import InvalidArgument, Unavailable
-from kvnode.record import MESSAGE_BUDGET, Record
+from kvnode.core.errors import InvalidArgument, Unavailable
+from kvnode.core.levels import Level
+from kvnode.core.records import MESSAGE_BUDGET, Record
 
 _TOKEN_V1 = b"\x01"
 

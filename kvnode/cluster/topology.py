@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from kvnode.api.v1 import types_pb2
-from kvnode.errors import FailedPrecondition
-from kvnode.membership import Membership
-from kvnode.placement import Placement
+from kvnode.core.errors import FailedPrecondition
+from kvnode.core.membership import Membership
+from kvnode.core.placement import Placement
 
 log = logging.getLogger(__name__)
 

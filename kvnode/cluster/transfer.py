@@ -26,11 +26,11 @@ from kvnode.cluster.antientropy import all_key_versions
 from kvnode.cluster.peers import ReplicaSet
 from kvnode.cluster.replicas import Replica
 from kvnode.cluster.topology import Topology
-from kvnode.errors import FailedPrecondition, Unavailable
-from kvnode.membership import MemberState
+from kvnode.core.errors import FailedPrecondition, Unavailable
+from kvnode.core.levels import quorum
+from kvnode.core.membership import MemberState
+from kvnode.core.records import Record, chunked
 from kvnode.metrics import NodeMetrics
-from kvnode.placement import quorum
-from kvnode.record import Record, chunked
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import grpc
 
 from kvnode import backup
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from kvnode.cluster.consistency import Level, resolve
-from kvnode.errors import InvalidArgument
-from kvnode.membership import Membership
+from kvnode.core.errors import InvalidArgument
+from kvnode.core.levels import Level, resolve
+from kvnode.core.membership import Membership
 from kvnode.server.rpc import handler
 
 if TYPE_CHECKING:

@@ -7,13 +7,13 @@ from typing import Any
 import grpc
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
-from kvnode.cluster.consistency import Level, resolve
 from kvnode.cluster.coordinator import Coordinator, WriteResult
 from kvnode.cluster.scan import Scanner
 from kvnode.config import Limits
-from kvnode.errors import InvalidArgument
+from kvnode.core.errors import InvalidArgument
+from kvnode.core.levels import Level, resolve
+from kvnode.core.records import Record, missing
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record, missing
 from kvnode.server.rpc import handler
 from kvnode.server.validation import check_batch, check_key, check_keys, check_value, check_values
 

@@ -12,12 +12,12 @@ from typing import Any
 import grpc
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
-from kvnode.cluster.consistency import Level
+from kvnode.cluster.clock import HybridClock
 from kvnode.cluster.replicas import LocalReplica
 from kvnode.cluster.topology import Topology
-from kvnode.hlc import HybridClock
+from kvnode.core.levels import Level
+from kvnode.core.records import Record
 from kvnode.metrics import NodeMetrics
-from kvnode.record import Record
 from kvnode.server.rpc import handler
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

@@ -15,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from kvnode.cluster.consistency import Level
-from kvnode.errors import KVError
+from kvnode.core.errors import KVError
+from kvnode.core.levels import Level
 from kvnode.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kvnode.config import Limits
-from kvnode.errors import InvalidArgument
+from kvnode.core.errors import InvalidArgument
 
 
 def check_key(key: bytes, limits: Limits, what: str = "key") -> None:

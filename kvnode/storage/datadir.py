@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from kvnode.errors import StartupError
+from kvnode.core.errors import StartupError
 
 
 class DataDirError(StartupError):

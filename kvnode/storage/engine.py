@@ -29,15 +29,16 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from kvnode.errors import StorageError, StorageFull
-from kvnode.placement import partition_of
-from kvnode.record import (
-    MESSAGE_BUDGET,
-    Record,
-    Version,
+from kvnode.core.errors import StorageError, StorageFull
+from kvnode.core.placement import partition_of
+from kvnode.core.records import MESSAGE_BUDGET, Record, Version
+from kvnode.storage.schema import (
+    Hint,
     decode_value,
     decode_version,
     encode_value,
+    hint_prefix,
+    pidx_key,
     record_hash,
 )
 
@@ -113,24 +114,6 @@ class StorageStats:
     @property
     def keys(self) -> int:
         return self.records - self.tombstones
-
-
-@dataclass(frozen=True)
-class Hint:
-    """A write that a replica missed, kept until it can be delivered."""
-
-    id: bytes
-    target: str
-    created_ms: int
-    record: Record
-
-
-def pidx_key(partition: int, key: bytes) -> bytes:
-    return _PART.pack(partition) + key
-
-
-def hint_prefix(target: str) -> bytes:
-    return target.encode() + b"\x00"
 
 
 class _Reading:

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from kvnode.errors import StorageError
+from kvnode.core.errors import StorageError
 from kvnode.storage import writer
 from kvnode.storage.engine import Storage
 

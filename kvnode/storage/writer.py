@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from kvnode.errors import KVError, StorageError
+from kvnode.core.errors import KVError, StorageError
 from kvnode.storage.engine import Storage, WriteTxn
 
 log = logging.getLogger("kvnode.storage.writer")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import grpc
-
-from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
-from kvnode.membership import Membership
-from kvnode.placement import Placement
+from kvnode.client import Admin
+from kvnode.core.membership import Membership
+from kvnode.core.placement import Placement
 from kvnode.testing.processes import ProcessCluster
 
 EMPTY_DIGEST = bytes(16)
 
 
 def membership_of(address: str) -> Membership:
-    with grpc.insecure_channel(address) as channel:
-        reply = admin_pb2_grpc.AdminStub(channel).GetMembership(admin_pb2.GetMembershipRequest(), timeout=10)
-    return Membership.from_proto(reply)
+    with Admin.connect(timeout=10) as admin:
+        return admin.membership(address)
 
 
 def divergent_partitions(cluster: ProcessCluster) -> dict[int, dict[str, bytes]]:

@@ -17,14 +17,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
+from kvnode.api.v1 import admin_pb2
+from kvnode.client import Admin
 
 _used_ports: set[int] = set()
 
@@ -143,6 +141,7 @@ class ProcessCluster:
     ) -> None:
         self.root = root
         self.peer_address = peer_address
+        self._admin: Admin | None = None
         self.replication_factor = replication_factor
         self.partitions = partitions
         self.extra_args = list(extra_args)
@@ -239,7 +238,7 @@ class ProcessCluster:
         def serving() -> bool:
             if not node.running:
                 raise RuntimeError(f"{node.node_id} exited:\n{node.log_tail()}")
-            return bool(health_status(node.address) == health_pb2.HealthCheckResponse.SERVING)
+            return self.admin.health(node.address, timeout=1.0)
 
         wait_for(serving, timeout, f"{node.node_id} to serve on {node.address}")
 
@@ -280,6 +279,9 @@ class ProcessCluster:
                 node.process.wait(timeout=10)
 
     def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         for node in self.nodes:
             if node.running:
                 assert node.process is not None
@@ -295,30 +297,25 @@ class ProcessCluster:
 
     # -- admin helpers -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def admin(self, index: int | str) -> Iterator[admin_pb2_grpc.AdminStub]:
-        with grpc.insecure_channel(self[index].address) as channel:
-            yield admin_pb2_grpc.AdminStub(channel)
+    @property
+    def admin(self) -> Admin:
+        """An admin client for this cluster's nodes, made on first use and closed with it."""
+        if self._admin is None:
+            self._admin = Admin.connect(self.endpoints)
+        return self._admin
 
     def status(self, index: int | str) -> admin_pb2.StatusResponse:
-        with self.admin(index) as stub:
-            response: admin_pb2.StatusResponse = stub.Status(admin_pb2.StatusRequest(), timeout=10)
-            return response
+        return self.admin.status(self[index].address, timeout=10)
 
     def digests(self, index: int | str) -> dict[int, bytes]:
-        with self.admin(index) as stub:
-            reply = stub.PartitionDigests(admin_pb2.PartitionDigestsRequest(), timeout=30)
+        reply = self.admin.partition_digests(self[index].address, timeout=30)
         return {d.partition: d.digest for d in reply.digests}
 
     def anti_entropy(self, index: int | str) -> admin_pb2.RunAntiEntropyResponse:
-        with self.admin(index) as stub:
-            response: admin_pb2.RunAntiEntropyResponse = stub.RunAntiEntropy(
-                admin_pb2.RunAntiEntropyRequest(), timeout=120
-            )
-            return response
+        return self.admin.run_anti_entropy(self[index].address, timeout=120)
 
 
-def health_status(address: str, timeout: float = 1.0) -> int:
-    with grpc.insecure_channel(address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-    return int(reply.status)
+def is_serving(address: str, timeout: float = 1.0) -> bool:
+    """Whether the node at ``address`` reports SERVING; raises a ``KVError`` if it cannot answer."""
+    with Admin.connect(timeout=timeout) as admin:
+        return admin.health(address)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kvnode.backup import check_backup_id
-from kvnode.errors import KVError
+from kvnode.core.errors import KVError
+from kvnode.core.names import check_backup_id
 from kvoperator import constants as c
 from kvoperator import kube
 from kvoperator.context import OperatorContext

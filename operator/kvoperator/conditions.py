@@ -9,7 +9,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvnode.membership import MemberState
+from kvnode.core.levels import quorum
+from kvnode.core.membership import MemberState
 from kvoperator import names
 from kvoperator.config import OperatorConfig
 from kvoperator.plan import member_ordinals
@@ -22,10 +23,6 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CONDITION_TYPES = (AVAILABLE, PROGRESSING, DEGRADED)
 STATE_NAMES = {MemberState.ACTIVE: "Active", MemberState.JOINING: "Joining", MemberState.LEAVING: "Leaving"}
-
-
-def quorum(replication_factor: int) -> int:
-    return replication_factor // 2 + 1
 
 
 def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from kvnode.config import parse_duration
+from kvnode.core.units import parse_duration
 from kvoperator import __version__
 
 PREFIX = "KVSTORE_OPERATOR_"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from kvnode.config import parse_duration
+from kvnode.core.units import parse_duration
 
 MACROS = {
     "@yearly": "0 0 1 1 *",

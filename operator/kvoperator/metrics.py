@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from kvnode.config import parse_host_port
+from kvnode.core.names import parse_host_port
 
 NS = "kvstore_operator"
 STORE = ("namespace", "store")

@@ -1,19 +1,21 @@
-"""Talking to the nodes: gRPC health, the Admin service, and membership changes via Reconfigurer."""
+"""Talking to the nodes: gRPC health, the Admin service, and membership changes via Reconfigurer.
+
+Every call opens its own channel and closes it: pods come and go with new addresses, and a channel
+kept for each would live on after its pod."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from kvnode.api.v1 import admin_pb2, types_pb2
-from kvnode.errors import KVError
-from kvnode.membership import Membership
-from kvnode.reconfig import Reconfigurer, admin_call
+from kvnode.api.v1 import admin_pb2
+from kvnode.client.admin import AsyncAdmin
+from kvnode.client.reconfig import Reconfigurer
+from kvnode.core.errors import KVError
+from kvnode.core.membership import Membership
 
 Progress = Callable[[str], None]
 
@@ -51,92 +53,70 @@ class NodeAdmin:
         self.transfer_timeout = transfer_timeout
         self.backup_timeout = backup_timeout
 
-    async def _call(self, address: str, method: str, request: object, timeout: float | None = None) -> object:
-        return await admin_call(address, method, request, timeout or self.timeout)
+    def _admin(self, timeout: float | None = None) -> AsyncAdmin:
+        return AsyncAdmin.connect(timeout=timeout or self.timeout)
 
     async def probe(self, address: str) -> NodeHealth:
         """gRPC health of the node's readiness service, then its Admin status."""
-        try:
-            async with grpc.aio.insecure_channel(address) as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=self.health_timeout
-                )
-            health = (
-                Health.SERVING
-                if reply.status == health_pb2.HealthCheckResponse.SERVING
-                else Health.NOT_SERVING
-            )
-        except grpc.aio.AioRpcError as exc:
-            return NodeHealth(Health.UNREACHABLE, error=f"{exc.code().name}: {exc.details()}")
-        try:
-            status = await self.status(address, timeout=self.health_timeout)
-        except KVError as exc:
-            return NodeHealth(health, error=str(exc))
+        async with self._admin(self.health_timeout) as admin:
+            try:
+                health = Health.SERVING if await admin.health(address) else Health.NOT_SERVING
+            except KVError as exc:
+                return NodeHealth(Health.UNREACHABLE, error=f"{exc.code.name}: {exc.message}")
+            try:
+                status = await admin.status(address)
+            except KVError as exc:
+                return NodeHealth(health, error=str(exc))
         return NodeHealth(health, status)
 
     async def status(self, address: str, timeout: float | None = None) -> admin_pb2.StatusResponse:
-        reply = await self._call(address, "Status", admin_pb2.StatusRequest(), timeout)
-        assert isinstance(reply, admin_pb2.StatusResponse)
-        return reply
+        async with self._admin(timeout) as admin:
+            return await admin.status(address)
 
     async def membership(self, addresses: Sequence[str]) -> Membership | None:
         """The newest membership any of ``addresses`` holds (asked in parallel, with the health
         timeout, so that a hung node cannot stall an observation); None if none answers."""
         if not addresses:
             return None
-        request = admin_pb2.GetMembershipRequest()
-        replies = await asyncio.gather(
-            *(self._call(a, "GetMembership", request, self.health_timeout) for a in addresses),
-            return_exceptions=True,
-        )
-        answers = [r for r in replies if isinstance(r, types_pb2.Membership)]
-        if not answers:
-            return None
-        try:
-            return Membership.from_proto(max(answers, key=lambda m: m.epoch))
-        except ValueError:
-            return None
+        async with self._admin(self.health_timeout) as admin:
+            replies = await asyncio.gather(*(admin.membership(a) for a in addresses), return_exceptions=True)
+        answers = [r for r in replies if isinstance(r, Membership)]
+        return max(answers, key=lambda m: m.epoch) if answers else None
 
-    def reconfigurer(self, seeds: Sequence[str], progress: Progress | None = None) -> Reconfigurer:
-        return Reconfigurer(
+    @contextlib.asynccontextmanager
+    async def reconfigurer(
+        self, seeds: Sequence[str], progress: Progress | None = None
+    ) -> AsyncIterator[Reconfigurer]:
+        async with Reconfigurer.connect(
             seeds, timeout=self.timeout, transfer_timeout=self.transfer_timeout, progress=progress
-        )
+        ) as reconfig:
+            yield reconfig
 
     async def install(self, membership: Membership, seeds: Sequence[str], extra: Sequence[str] = ()) -> None:
-        await self.reconfigurer(seeds).install(membership, extra)
+        async with self.reconfigurer(seeds) as reconfig:
+            await reconfig.install(membership, extra)
 
     async def backup(self, address: str, directory: str, backup_id: str) -> admin_pb2.BackupManifest:
-        request = admin_pb2.BackupRequest(directory=directory, backup_id=backup_id)
-        reply = await self._call(address, "Backup", request, self.backup_timeout)
-        assert isinstance(reply, admin_pb2.BackupManifest)
-        return reply
+        async with self._admin(self.backup_timeout) as admin:
+            return await admin.backup(address, directory, backup_id)
 
     async def verify(
         self, address: str, directory: str, backup_id: str, node_id: str = ""
     ) -> admin_pb2.VerifyBackupResponse:
-        request = admin_pb2.VerifyBackupRequest(directory=directory, backup_id=backup_id, node_id=node_id)
-        reply = await self._call(address, "VerifyBackup", request, self.backup_timeout)
-        assert isinstance(reply, admin_pb2.VerifyBackupResponse)
-        return reply
+        async with self._admin(self.backup_timeout) as admin:
+            return await admin.verify_backup(directory, backup_id, node_id, address=address)
 
     async def list_backups(self, address: str, directory: str) -> list[admin_pb2.BackupSummary]:
-        reply = await self._call(address, "ListBackups", admin_pb2.ListBackupsRequest(directory=directory))
-        assert isinstance(reply, admin_pb2.ListBackupsResponse)
-        return list(reply.backups)
+        async with self._admin() as admin:
+            return list((await admin.list_backups(directory, address=address)).backups)
 
     async def delete_backup(self, address: str, directory: str, backup_id: str) -> bool:
-        request = admin_pb2.DeleteBackupRequest(directory=directory, backup_id=backup_id)
-        reply = await self._call(address, "DeleteBackup", request)
-        assert isinstance(reply, admin_pb2.DeleteBackupResponse)
-        return reply.deleted
+        async with self._admin() as admin:
+            return await admin.delete_backup(directory, backup_id, address=address)
 
     async def restore(self, address: str, directory: str, backup_id: str) -> admin_pb2.RestoreResponse:
-        request = admin_pb2.RestoreRequest(
-            directory=directory, backup_id=backup_id, consistency=types_pb2.CONSISTENCY_QUORUM
-        )
-        reply = await self._call(address, "Restore", request, self.backup_timeout)
-        assert isinstance(reply, admin_pb2.RestoreResponse)
-        return reply
+        async with self._admin(self.backup_timeout) as admin:
+            return await admin.restore(directory, backup_id, consistency="QUORUM", address=address)
 
     async def probe_all(self, addresses: dict[str, str]) -> dict[str, NodeHealth]:
         """Probe every ``name -> address`` at once."""

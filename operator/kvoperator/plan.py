@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from kvnode.membership import Member, Membership, MemberState
+from kvnode.core.membership import Member, Membership, MemberState
 from kvoperator import names
 
 

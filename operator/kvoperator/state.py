@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvnode.membership import Membership
+from kvnode.core.membership import Membership
 from kvoperator import kube, names
 from kvoperator.config import OperatorConfig
 from kvoperator.nodes import NodeAdmin, NodeHealth

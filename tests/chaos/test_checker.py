@@ -6,8 +6,8 @@ from pathlib import Path
 
 from e2e.chaos import checker
 from e2e.chaos.history import History
-from kvnode.membership import Member, Membership
-from kvnode.placement import Placement
+from kvnode.core.membership import Member, Membership
+from kvnode.core.placement import Placement
 from tests.chaos.builders import d, history, r, w
 
 

@@ -31,7 +31,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, kv_pb2, kv_pb2_grpc, types_pb2
-from kvnode.reconfig import Reconfigurer
+from kvnode.cli.local_cluster import bootstrap
 from kvnode.testing.processes import ProcessCluster, free_port, wait_for
 
 LEVELS = {
@@ -155,7 +155,7 @@ def node_metrics(root: Path) -> Exported:
                     exported.add_page(scrape(node.metrics_address))
 
         cluster.start()
-        asyncio.run(Reconfigurer(cluster.endpoints).bootstrap())
+        asyncio.run(bootstrap(cluster.endpoints))
         for node in cluster.nodes:
             asyncio.run(_drive_requests(node.address))
         backups = root / "backups"

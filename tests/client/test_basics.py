@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvnode.client import AsyncKVClient, Entry, InvalidArgument, KVClient, Level, ScanPage
-from kvnode.record import Version
+from kvnode.core.records import Version
 from kvnode.testing.processes import ProcessCluster
 
 

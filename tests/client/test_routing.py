@@ -7,8 +7,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.client import Attempt, KVClient
-from kvnode.membership import Member, Membership
-from kvnode.placement import Placement
+from kvnode.core.membership import Member, Membership
+from kvnode.core.placement import Placement
 from kvnode.testing.processes import NodeProcess, wait_for
 from tests.conftest import ClusterFactory
 

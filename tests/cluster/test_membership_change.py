@@ -10,10 +10,10 @@ import grpc
 import pytest
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
-from kvnode.errors import FailedPrecondition
-from kvnode.membership import MemberState
-from kvnode.placement import Placement
-from kvnode.reconfig import Reconfigurer
+from kvnode.client.reconfig import Reconfigurer
+from kvnode.core.errors import FailedPrecondition
+from kvnode.core.membership import MemberState
+from kvnode.core.placement import Placement
 from kvnode.testing.convergence import divergent_partitions, membership_of
 from kvnode.testing.processes import ProcessCluster
 
@@ -73,23 +73,24 @@ async def test_grow_to_four_and_shrink_to_three_under_live_writes(tmp_path: Path
         original = [cluster[i] for i in range(3)]
         original_peers = ",".join(f"{n.node_id}={n.address}" for n in original)
         cluster.start([0, 1, 2], peers=original_peers)
-        reconfig = Reconfigurer([n.address for n in original], timeout=10, transfer_timeout=120)
-        await reconfig.bootstrap()
-        writer = Writer([n.address for n in original])
-        writing = asyncio.create_task(writer.run())
-        try:
-            await asyncio.sleep(1)
-            cluster.start("kv-3")  # learns epoch 1 from its peers: not a member yet
-            grown = await reconfig.add("kv-3", cluster["kv-3"].address)
-            assert [m.id for m in grown.members] == ["kv-0", "kv-1", "kv-2", "kv-3"]
-            assert all(m.state == MemberState.ACTIVE for m in grown.members)
-            await asyncio.sleep(1)
-            shrunk = await reconfig.remove("kv-0")
-            assert [m.id for m in shrunk.members] == ["kv-1", "kv-2", "kv-3"]
-            await asyncio.sleep(1)
-        finally:
-            writer.stop()
-            await writing
+        seeds = [n.address for n in original]
+        async with Reconfigurer.connect(seeds, timeout=10, transfer_timeout=120) as reconfig:
+            await reconfig.bootstrap()
+            writer = Writer([n.address for n in original])
+            writing = asyncio.create_task(writer.run())
+            try:
+                await asyncio.sleep(1)
+                cluster.start("kv-3")  # learns epoch 1 from its peers: not a member yet
+                grown = await reconfig.add("kv-3", cluster["kv-3"].address)
+                assert [m.id for m in grown.members] == ["kv-0", "kv-1", "kv-2", "kv-3"]
+                assert all(m.state == MemberState.ACTIVE for m in grown.members)
+                await asyncio.sleep(1)
+                shrunk = await reconfig.remove("kv-0")
+                assert [m.id for m in shrunk.members] == ["kv-1", "kv-2", "kv-3"]
+                await asyncio.sleep(1)
+            finally:
+                writer.stop()
+                await writing
         assert len(writer.acked) > 200
         cluster.kill("kv-0")  # the removed node's copy must not be needed any more
         final = membership_of(cluster["kv-1"].address)
@@ -105,19 +106,19 @@ async def test_grow_to_four_and_shrink_to_three_under_live_writes(tmp_path: Path
 async def test_removing_below_the_replication_factor_is_refused(tmp_path: Path) -> None:
     with ProcessCluster(tmp_path, size=3, partitions=64) as cluster:
         cluster.start()
-        reconfig = Reconfigurer(cluster.endpoints)
-        with pytest.raises(FailedPrecondition, match="fewer than the replication factor 3"):
-            await reconfig.remove("kv-2")
-        assert (await reconfig.current()).epoch == 0
+        async with Reconfigurer.connect(cluster.endpoints) as reconfig:
+            with pytest.raises(FailedPrecondition, match="fewer than the replication factor 3"):
+                await reconfig.remove("kv-2")
+            assert (await reconfig.current()).epoch == 0
 
 
 async def test_a_stale_membership_epoch_is_rejected(tmp_path: Path) -> None:
     with ProcessCluster(tmp_path, size=3, partitions=64) as cluster:
         cluster.start()
-        reconfig = Reconfigurer(cluster.endpoints)
-        current = await reconfig.bootstrap()
-        newer = await reconfig.bootstrap()
-        assert newer.epoch == current.epoch == 1
-        stale = replace(current, epoch=0)
-        with pytest.raises(FailedPrecondition, match="stale membership epoch 0"):
-            await reconfig.install(stale)
+        async with Reconfigurer.connect(cluster.endpoints) as reconfig:
+            current = await reconfig.bootstrap()
+            newer = await reconfig.bootstrap()
+            assert newer.epoch == current.epoch == 1
+            stale = replace(current, epoch=0)
+            with pytest.raises(FailedPrecondition, match="stale membership epoch 0"):
+                await reconfig.install(stale)

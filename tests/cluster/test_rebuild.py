@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 
 from kvnode.api.v1 import admin_pb2, kv_pb2, kv_pb2_grpc, types_pb2
-from kvnode.reconfig import Reconfigurer
+from kvnode.client.reconfig import Reconfigurer
 from kvnode.testing.convergence import divergent_partitions
-from kvnode.testing.processes import ProcessCluster, health_status, wait_for
+from kvnode.testing.processes import ProcessCluster, is_serving, wait_for
 
 
 async def put_keys(address: str, count: int) -> list[bytes]:
@@ -33,7 +33,8 @@ async def local_values(address: str, keys: list[bytes]) -> int:
 async def test_a_node_with_a_lost_volume_rebuilds_before_serving(tmp_path: Path) -> None:
     with ProcessCluster(tmp_path, size=3, partitions=64) as cluster:
         cluster.start()
-        await Reconfigurer(cluster.endpoints).bootstrap()
+        async with Reconfigurer.connect(cluster.endpoints) as reconfig:
+            await reconfig.bootstrap()
         keys = await put_keys(cluster[0].address, 600)
         cluster.kill(2)
         shutil.rmtree(cluster[2].data_dir)
@@ -57,6 +58,6 @@ async def test_a_new_cluster_serves_without_waiting_for_a_missing_member(tmp_pat
         cluster.start([0, 1])  # kv-2 never starts
         for i in (0, 1):
             assert cluster.status(i).transfer.kind == ""  # nothing to rebuild in a new cluster
-            assert health_status(cluster[i].address) == 1
+            assert is_serving(cluster[i].address)
         keys = await put_keys(cluster[0].address, 50)
         assert await local_values(cluster[1].address, keys) == 50

@@ -32,7 +32,7 @@ from e2e.chaos import scenario
 from e2e.chaos.faults import FaultLog
 from e2e.chaos.workload import WorkloadConfig
 from e2e.kind import k8s
-from kvnode.testing.processes import free_port, health_status
+from kvnode.testing.processes import free_port, is_serving
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
@@ -109,7 +109,7 @@ def heal_for(env: Env, replicas: int = REPLICAS) -> Callable[[], Awaitable[None]
 
 def wait_serving(forward: k8s.PortForward) -> None:
     k8s.wait_until(
-        lambda: health_status(forward.endpoint) == 1,
+        lambda: is_serving(forward.endpoint),
         60,
         f"{forward.endpoint} to serve through its port-forward",
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from e2e.kind import k8s
-from kvnode.testing.processes import free_port, health_status
+from kvnode.testing.processes import free_port, is_serving
 from tests.operator.helpers import missing_keys, put_keys
 from tests.operator.manifests import kvbackup, kvstore
 
@@ -52,7 +52,7 @@ def forwarded(kubectl: k8s.Kubectl, pod: str) -> Iterator[str]:
     """``127.0.0.1:<port>`` forwarded to the pod's gRPC port, once its node serves through it."""
     forward = k8s.PortForward(kubectl, pod, free_port()).start()
     try:
-        k8s.wait_until(lambda: health_status(forward.endpoint) == 1, 60, f"{pod} to serve via port-forward")
+        k8s.wait_until(lambda: is_serving(forward.endpoint), 60, f"{pod} to serve via port-forward")
         yield forward.endpoint
     finally:
         forward.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e.kind import k8s
-from kvnode.testing.processes import ProcessCluster, free_port, health_status
+from kvnode.testing.processes import ProcessCluster, free_port, is_serving
 
 FAKE_KUBECTL = r'''#!PYTHON
 """A stand-in for kubectl: port-forward (a TCP relay that lives $FAKE_PF_LIFETIME seconds) and get."""
@@ -81,11 +81,9 @@ def test_a_port_forward_comes_back_after_it_ends(
         monkeypatch.setenv("FAKE_PF_LIFETIME", "1.5")  # "the pod went away" every 1.5 s
         forward = k8s.PortForward(k8s.Kubectl("kind-test", "ns"), "chaos-0", free_port()).start()
         try:
-            k8s.wait_until(lambda: health_status(forward.endpoint) == 1, 30, "the forward to serve", 0.1)
+            k8s.wait_until(lambda: is_serving(forward.endpoint), 30, "the forward to serve", 0.1)
             k8s.wait_until(lambda: forward.restarts >= 2, 30, "the forward to be started again", 0.1)
-            k8s.wait_until(
-                lambda: health_status(forward.endpoint) == 1, 30, "the forward to serve again", 0.1
-            )
+            k8s.wait_until(lambda: is_serving(forward.endpoint), 30, "the forward to serve again", 0.1)
         finally:
             forward.stop()
         assert forward._process is not None and forward._process.poll() is not None

@@ -232,9 +232,9 @@ def test_environment_variables_set_flags(tmp_path: Path) -> None:
         },
     )
     try:
-        from kvnode.testing.processes import health_status
+        from kvnode.testing.processes import is_serving
 
-        wait_for(lambda: health_status(f"127.0.0.1:{port}") == 1, 30, "the node configured by environment")
+        wait_for(lambda: is_serving(f"127.0.0.1:{port}"), 30, "the node configured by environment")
         assert (tmp_path / "env" / "lmdb" / "data.mdb").exists()
     finally:
         process.terminate()

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpc_health.v1 import health_pb2
 from kvoperator import kube
 
-from kvnode.testing.processes import health_status
+from kvnode.testing.processes import is_serving
 from tests.operator.kubectl import ApiError, Kubectl
 
 log = logging.getLogger("tests.operator.sim")
@@ -327,10 +326,7 @@ class ClusterSim:
         ready = False
         if container.process.poll() is None:
             with contextlib.suppress(Exception):
-                ready = (
-                    health_status(f"{ip}:{self._grpc_port(pod)}", timeout=0.3)
-                    == health_pb2.HealthCheckResponse.SERVING
-                )
+                ready = is_serving(f"{ip}:{self._grpc_port(pod)}", timeout=0.3)
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or _ready(pod) != ready or status.get("podIP") != ip:
             patch = {

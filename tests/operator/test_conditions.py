@@ -14,7 +14,7 @@ from kvoperator.spec import parse_store_spec
 from kvoperator.state import Observed
 
 from kvnode.api.v1 import admin_pb2
-from kvnode.membership import Member, Membership, MemberState
+from kvnode.core.membership import Member, Membership, MemberState
 
 CONFIG = OperatorConfig(address_mode=AddressMode.POD_IP)
 NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)

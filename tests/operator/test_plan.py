@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kvoperator import plan
 
-from kvnode.membership import Member, Membership, MemberState
+from kvnode.core.membership import Member, Membership, MemberState
 
 A = MemberState.ACTIVE
 J = MemberState.JOINING

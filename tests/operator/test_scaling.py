@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-import grpc
 from kvoperator import kube
 
-from kvnode.api.v1 import admin_pb2, admin_pb2_grpc
-from kvnode.membership import MemberState
-from kvnode.reconfig import Reconfigurer
+from kvnode.client.admin import AsyncAdmin
+from kvnode.client.reconfig import Reconfigurer
+from kvnode.core.membership import MemberState
 from kvnode.testing.convergence import membership_of
 from kvnode.testing.processes import free_port, wait_for
 from tests.operator.conftest import NAMESPACE, OperatorThread
@@ -136,18 +135,18 @@ def test_an_operator_restart_in_the_middle_of_a_scale_down_resumes_it(
     seeds = [sim.address("demo", i, port) for i in range(4)]
 
     async def begin_removal() -> int:
-        reconfig = Reconfigurer(seeds)
-        current = await reconfig.current()
-        leaving = replace(
-            current,
-            epoch=current.epoch + 1,
-            members=tuple(
-                replace(m, state=MemberState.LEAVING) if m.id == "demo-3" else m for m in current.members
-            ),
-        )
-        await reconfig.install(leaving)
-        async with grpc.aio.insecure_channel(seeds[3]) as channel:
-            await admin_pb2_grpc.AdminStub(channel).Decommission(admin_pb2.DecommissionRequest(), timeout=10)
+        async with AsyncAdmin.connect() as admin:
+            reconfig = Reconfigurer(admin, seeds)
+            current = await reconfig.current()
+            leaving = replace(
+                current,
+                epoch=current.epoch + 1,
+                members=tuple(
+                    replace(m, state=MemberState.LEAVING) if m.id == "demo-3" else m for m in current.members
+                ),
+            )
+            await reconfig.install(leaving)
+            await admin.decommission(seeds[3])
         return leaving.epoch
 
     leaving_epoch = asyncio.run(begin_removal())

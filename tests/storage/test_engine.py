@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from kvnode.errors import StorageFull
-from kvnode.placement import partition_of
-from kvnode.record import Record, Version
+from kvnode.core.errors import StorageFull
+from kvnode.core.placement import partition_of
+from kvnode.core.records import Record, Version
 from kvnode.storage.engine import Storage
 
 

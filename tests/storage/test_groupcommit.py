@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kvnode.errors import StorageError
-from kvnode.record import Record, Version
+from kvnode.core.errors import StorageError
+from kvnode.core.records import Record, Version
 from kvnode.storage.engine import Storage, apply_row
 from kvnode.storage.groupcommit import CommitObserver, GroupCommitter
 

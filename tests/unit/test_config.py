@@ -1,6 +1,8 @@
 import pytest
 
-from kvnode.config import Peer, parse_duration, parse_host_port, parse_peers, parse_size
+from kvnode.config import Peer, parse_peers
+from kvnode.core.names import parse_host_port
+from kvnode.core.units import parse_duration, parse_size
 
 
 def test_host_port() -> None:

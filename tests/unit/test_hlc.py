@@ -1,4 +1,4 @@
-from kvnode.hlc import HybridClock, from_ms, physical_ms
+from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
 
 
 def test_now_is_strictly_increasing_when_the_wall_clock_stands_still() -> None:

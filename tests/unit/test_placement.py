@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
-from kvnode.membership import Member, Membership, MemberState
-from kvnode.placement import Placement, partition_of
+from kvnode.core.membership import Member, Membership, MemberState
+from kvnode.core.placement import Placement, partition_of
 
 
 def membership(ids: list[str], rf: int = 3, partitions: int = 1024, **states: MemberState) -> Membership:

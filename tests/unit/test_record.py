@@ -1,4 +1,5 @@
-from kvnode.record import Record, Version, decode_value, decode_version, encode_value, newest, record_hash
+from kvnode.core.records import Record, Version, newest
+from kvnode.storage.schema import decode_value, decode_version, encode_value, record_hash
 
 
 def test_encoding_round_trips_values_and_tombstones() -> None:

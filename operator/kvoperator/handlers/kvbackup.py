@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from kvnode.errors import KVError
+from kvnode.core.errors import KVError
 from kvoperator import constants as c
 from kvoperator.backups import BackupFailed, NotReadyForBackup, fail_backup, run_backup
 from kvoperator.handlers.startup import context

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from kvnode.errors import FailedPrecondition
+from kvnode.core.errors import FailedPrecondition
 from kvoperator import plan
 from kvoperator.reconciler import Operation, Pass
 
@@ -93,36 +93,38 @@ def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Callable[[Operation
         def progress(message: str) -> None:
             op.progress = message
 
-        reconfig = ctx.admin.reconfigurer(seeds, progress)
         started = time.monotonic()
-        if isinstance(action, plan.Bootstrap):
-            await reconfig.install(action.membership)
-            events.normal(
-                store,
-                "Bootstrapped",
-                f"membership epoch 1: {', '.join(m.id for m in action.membership.members)}",
-            )
-        elif isinstance(action, plan.AddMember):
-            events.normal(store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it")
-            result = await reconfig.add(action.member_id, action.address)
-            events.normal(
-                store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})"
-            )
-        elif isinstance(action, plan.RemoveMember):
-            events.normal(
-                store,
-                "MemberLeaving",
-                f"{action.member_id} is decommissioned: its data drains to the other members",
-            )
-            result = await reconfig.remove(action.member_id)
-            events.normal(
-                store,
-                "MemberRemoved",
-                f"{action.member_id} left after its data was drained and verified (epoch {result.epoch})",
-            )
-        elif isinstance(action, plan.UpdateAddresses):
-            await reconfig.install(action.membership)
-            events.normal(store, "MemberAddressesUpdated", f"membership epoch {action.membership.epoch}")
+        async with ctx.admin.reconfigurer(seeds, progress) as reconfig:
+            if isinstance(action, plan.Bootstrap):
+                await reconfig.install(action.membership)
+                events.normal(
+                    store,
+                    "Bootstrapped",
+                    f"membership epoch 1: {', '.join(m.id for m in action.membership.members)}",
+                )
+            elif isinstance(action, plan.AddMember):
+                events.normal(
+                    store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it"
+                )
+                result = await reconfig.add(action.member_id, action.address)
+                events.normal(
+                    store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})"
+                )
+            elif isinstance(action, plan.RemoveMember):
+                events.normal(
+                    store,
+                    "MemberLeaving",
+                    f"{action.member_id} is decommissioned: its data drains to the other members",
+                )
+                result = await reconfig.remove(action.member_id)
+                events.normal(
+                    store,
+                    "MemberRemoved",
+                    f"{action.member_id} left after its data was drained and verified (epoch {result.epoch})",
+                )
+            elif isinstance(action, plan.UpdateAddresses):
+                await reconfig.install(action.membership)
+                events.normal(store, "MemberAddressesUpdated", f"membership epoch {action.membership.epoch}")
         ctx.metrics.membership_change_duration.labels(_kind(action)).observe(time.monotonic() - started)
 
     return work

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvnode.membership import MemberState
+from kvnode.core.membership import MemberState
 from kvoperator import kube
 from kvoperator.plan import member_ordinals
 from kvoperator.pods import format_time

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvnode.membership import MemberState
+from kvnode.core.membership import MemberState
 from kvoperator import kube
 from kvoperator.conditions import CONDITION_TYPES, compute_status, status_changed
 from kvoperator.reconciler import Pass

@@ -2,7 +2,7 @@
 
 Each maps to exactly one gRPC status code. The server raises them and the RPC layer turns them into
 that status with the message; the client turns a status back into the same type. So a caller catches
-``kvnode.errors.Unavailable`` whether it came from its own node or across the network.
+``kvnode.client.Unavailable`` whether it came from its own node or across the network.
 """
 
 from __future__ import annotations

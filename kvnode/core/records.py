@@ -1,20 +1,16 @@
-"""Versioned records and their on-disk encoding.
+"""Versioned records: what replicas store and exchange, and what a read returns.
 
 Every stored value carries a version ``(hlc, node_id)``; the newest version wins everywhere (local
-writes, replication, read repair, anti-entropy). A delete is a record with ``tombstone=True``.
+writes, replication, read repair, anti-entropy). A delete is a record with ``tombstone=True``. How a
+record is laid out on disk is the storage schema's business (``kvnode.storage.schema``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from kvnode.api.v1 import types_pb2
-
-_HEADER = struct.Struct(">QBB")  # hlc, flags, len(node_id)
-_TOMBSTONE = 0x01
 
 
 class Version(NamedTuple):
@@ -93,36 +89,3 @@ def chunked(
 
 def missing(key: bytes) -> types_pb2.KeyValue:
     return types_pb2.KeyValue(key=key, found=False)
-
-
-def encode_value(record: Record) -> bytes:
-    """The bytes stored under ``record.key``: header, writer id, then the value."""
-    node = record.version.node_id.encode()
-    flags = _TOMBSTONE if record.tombstone else 0
-    return _HEADER.pack(record.version.hlc, flags, len(node)) + node + record.value
-
-
-def decode_value(key: bytes, raw: bytes) -> Record:
-    hlc, flags, node_len = _HEADER.unpack_from(raw)
-    start = _HEADER.size
-    node = raw[start : start + node_len].decode()
-    return Record(key, raw[start + node_len :], Version(hlc, node), bool(flags & _TOMBSTONE))
-
-
-def decode_version(raw: bytes) -> tuple[Version, bool]:
-    """Version and tombstone flag of an encoded value, without copying the value."""
-    hlc, flags, node_len = _HEADER.unpack_from(raw)
-    start = _HEADER.size
-    return Version(hlc, raw[start : start + node_len].decode()), bool(flags & _TOMBSTONE)
-
-
-def record_hash(key: bytes, version: Version, tombstone: bool) -> int:
-    """A 128-bit hash of a record's identity. XOR-ed into its partition's digest.
-
-    The value is left out: a version names exactly one write, so equal versions mean equal values.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(struct.pack(">IQB", len(key), version.hlc, tombstone))
-    h.update(key)
-    h.update(version.node_id.encode())
-    return int.from_bytes(h.digest(), "big")

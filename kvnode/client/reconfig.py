@@ -6,21 +6,22 @@ becomes ACTIVE. Removing one is the mirror image: LEAVING while it drains its pa
 new owners and verifies them; then it is dropped. Every step checks what the cluster already holds
 first, so running a change again after a crash resumes it instead of starting over.
 
-The operator and ``kvctl member`` both drive changes through :class:`Reconfigurer`.
+The operator, ``kvctl member`` and ``kvnode local-cluster`` all drive changes through
+:class:`Reconfigurer`, over an :class:`~kvnode.client.admin.AsyncAdmin`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
-import grpc
-
-from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
-from kvnode.errors import FailedPrecondition, Unavailable, from_status
-from kvnode.membership import Member, Membership, MemberState
+from kvnode.api.v1 import admin_pb2
+from kvnode.client.admin import AsyncAdmin
+from kvnode.core.errors import FailedPrecondition, KVError, Unavailable
+from kvnode.core.membership import Member, Membership, MemberState
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +29,37 @@ POLL_SECONDS = 0.2
 Progress = Callable[[str], None]
 
 
-async def admin_call(address: str, method: str, request: object, timeout: float) -> object:
-    """One Admin RPC on a short-lived channel, with errors as ``kvnode.errors`` types."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = admin_pb2_grpc.AdminStub(channel)
-        try:
-            return await getattr(stub, method)(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise from_status(exc.code(), f"{address}: {exc.details()}") from None
-
-
 class Reconfigurer:
-    """Drives membership changes through the Admin service of the members."""
+    """Drives membership changes through the Admin service of the members. ``admin`` sends the
+    calls, each to the node it names, with the admin client's timeout per call."""
 
     def __init__(
         self,
+        admin: AsyncAdmin,
+        seeds: Sequence[str],
+        *,
+        transfer_timeout: float = 3600.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self._admin = admin
+        self._seeds = list(seeds)
+        self._transfer_timeout = transfer_timeout
+        self._progress = progress or (lambda message: log.info("%s", message))
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
         seeds: Sequence[str],
         *,
         timeout: float = 10.0,
         transfer_timeout: float = 3600.0,
         progress: Progress | None = None,
-    ) -> None:
-        self._seeds = list(seeds)
-        self._timeout = timeout
-        self._transfer_timeout = transfer_timeout
-        self._progress = progress or (lambda message: log.info("%s", message))
+    ) -> AsyncIterator[Reconfigurer]:
+        """``async with Reconfigurer.connect(seeds) as reconfig``: over an admin client of its own,
+        with ``timeout`` seconds per call, closed at the end."""
+        async with AsyncAdmin.connect(timeout=timeout) as admin:
+            yield cls(admin, seeds, transfer_timeout=transfer_timeout, progress=progress)
 
     async def current(self) -> Membership:
         """The newest membership any reachable seed or member holds (asked in parallel, so that
@@ -63,37 +70,36 @@ class Reconfigurer:
         newest = max(answers, key=lambda m: m.epoch)
         others = [m.address for m in newest.members if m.address not in self._seeds]
         more, _ = await self._memberships(others)  # members may know a newer epoch than the seeds
-        return Membership.from_proto(max([newest, *more], key=lambda m: m.epoch))
+        return max([newest, *more], key=lambda m: m.epoch)
 
-    async def _memberships(self, addresses: Sequence[str]) -> tuple[list[types_pb2.Membership], list[str]]:
-        request = admin_pb2.GetMembershipRequest()
+    async def _memberships(self, addresses: Sequence[str]) -> tuple[list[Membership], list[str]]:
         replies = await asyncio.gather(
-            *(admin_call(a, "GetMembership", request, self._timeout) for a in addresses),
-            return_exceptions=True,
+            *(self._admin.membership(a) for a in addresses), return_exceptions=True
         )
-        answers = [r for r in replies if isinstance(r, types_pb2.Membership)]
-        errors = [str(r) for r in replies if isinstance(r, BaseException)]
+        answers = [r for r in replies if isinstance(r, Membership)]
+        errors = [
+            f"{a}: {r}" for a, r in zip(addresses, replies, strict=True) if isinstance(r, BaseException)
+        ]
         return answers, errors
 
     async def install(self, membership: Membership, extra: Sequence[str] = ()) -> None:
         """Install a membership on every member (and ``extra`` addresses). All must accept it:
         a member that cannot be reached stops the change, to be retried later."""
-        targets = dict.fromkeys([m.address for m in membership.members] + list(extra))
-        request = admin_pb2.SetMembershipRequest(membership=membership.to_proto())
+        targets = list(dict.fromkeys([m.address for m in membership.members] + list(extra)))
         results = await asyncio.gather(
-            *(admin_call(a, "SetMembership", request, self._timeout) for a in targets), return_exceptions=True
+            *(self._admin.set_membership(a, membership) for a in targets), return_exceptions=True
         )
-        failures = [r for r in results if isinstance(r, BaseException)]
+        failures = [(a, r) for a, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
         if failures:
             # A refusal (stale or conflicting epoch) is definite; anything else may pass on retry.
             kind = (
                 FailedPrecondition
-                if any(isinstance(f, FailedPrecondition) for f in failures)
+                if any(isinstance(f, FailedPrecondition) for _, f in failures)
                 else Unavailable
             )
             raise kind(
                 f"membership epoch {membership.epoch} not installed everywhere: "
-                + "; ".join(str(f) for f in failures)
+                + "; ".join(_at(a, f) for a, f in failures)
             )
         self._progress(f"epoch {membership.epoch}: {describe(membership)}")
 
@@ -122,7 +128,7 @@ class Reconfigurer:
         else:
             await self.install(current)  # finish a half-done install after a crash
         self._progress(f"{member_id}: streaming in the partitions it gains")
-        await self._await_transfer(address, "Join")
+        await self._await_transfer(address, join=True)
         return await self._finish(current, member_id, MemberState.ACTIVE)
 
     async def remove(self, member_id: str) -> Membership:
@@ -149,7 +155,7 @@ class Reconfigurer:
         else:
             await self.install(current)
         self._progress(f"{member_id}: draining its partitions to their new owners")
-        await self._await_transfer(existing.address, "Decommission")
+        await self._await_transfer(existing.address, join=False)
         return await self._finish(current, member_id, None, extra=[existing.address])
 
     async def _finish(
@@ -165,14 +171,15 @@ class Reconfigurer:
         await self.install(final, extra)
         return final
 
-    async def _await_transfer(self, address: str, method: str) -> admin_pb2.TransferStatus:
-        request = admin_pb2.JoinRequest() if method == "Join" else admin_pb2.DecommissionRequest()
+    async def _await_transfer(self, address: str, *, join: bool) -> admin_pb2.TransferStatus:
+        """Start (or look in on) the node's join or decommission until it is done."""
+        kind = "join" if join else "decommission"
+        start = self._admin.join if join else self._admin.decommission
         deadline = asyncio.get_running_loop().time() + self._transfer_timeout
         last_done = -1
         while asyncio.get_running_loop().time() < deadline:
-            status = await admin_call(address, method, request, self._timeout)
-            assert isinstance(status, admin_pb2.TransferStatus)
-            if status.kind == method.lower():  # else another transfer (a rebuild) runs first
+            status = await start(address)
+            if status.kind == kind:  # else another transfer (a rebuild) runs first
                 if status.state == admin_pb2.TRANSFER_STATE_DONE:
                     self._progress(
                         f"{status.kind} done: {status.records_copied} records, "
@@ -187,7 +194,13 @@ class Reconfigurer:
                         f"{status.kind}: {status.partitions_done}/{status.partitions_total} partitions"
                     )
             await asyncio.sleep(POLL_SECONDS)
-        raise Unavailable(f"{method} on {address} did not finish in {self._transfer_timeout:.0f}s")
+        raise Unavailable(f"{kind} on {address} did not finish in {self._transfer_timeout:.0f}s")
+
+
+def _at(address: str, error: BaseException) -> str:
+    """An error named after the node it came from (a refusal's message names none)."""
+    message = error.message if isinstance(error, KVError) else str(error)
+    return message if address in message else f"{address}: {message}"
 
 
 def _refuse_concurrent_change(membership: Membership) -> None:

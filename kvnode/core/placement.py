@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from kvnode.membership import Membership
+from kvnode.core.membership import Membership
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -27,10 +27,6 @@ def rendezvous(partitions: int, members: tuple[str, ...], rf: int) -> list[tuple
         tuple(sorted(members, key=lambda m, p=p: _score(p, m), reverse=True)[:count])  # type: ignore[misc]
         for p in range(partitions)
     ]
-
-
-def quorum(replicas: int) -> int:
-    return replicas // 2 + 1
 
 
 class Placement:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from kvnode.api.v1 import types_pb2
-from kvnode.config import NodeConfig, validate_node_id
+from kvnode.core.names import validate_node_id
 
 
 class MemberState(IntEnum):
@@ -99,12 +99,3 @@ class Membership:
                 raise ValueError(f"member {m.id!r} has no valid state")
             members.append(Member(m.id, m.address, MemberState(m.state)))
         return cls(msg.epoch, tuple(members), msg.replication_factor, msg.partitions)
-
-    @classmethod
-    def from_config(cls, config: NodeConfig) -> Membership:
-        """Epoch 0: the members named by --peers (or this node alone), all ACTIVE."""
-        peers = config.peers or ()
-        members = [Member(p.node_id, p.address) for p in peers]
-        if config.node_id not in {m.id for m in members}:
-            members.append(Member(config.node_id, config.address))
-        return cls(0, tuple(members), config.replication_factor, config.partitions)

@@ -1,11 +1,16 @@
-"""Consistency levels and how many replicas each needs."""
+"""Consistency levels, and how many replicas each needs: the quorum is defined here, once."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
 from kvnode.api.v1 import types_pb2
-from kvnode.errors import InvalidArgument
+from kvnode.core.errors import InvalidArgument
+
+
+def quorum(replicas: int) -> int:
+    """A majority of ``replicas``: any two quorums of the same replica set overlap."""
+    return replicas // 2 + 1
 
 
 class Level(IntEnum):
@@ -20,7 +25,7 @@ class Level(IntEnum):
             return 1
         if self is Level.ALL:
             return replicas
-        return replicas // 2 + 1
+        return quorum(replicas)
 
     @classmethod
     def parse(cls, name: str) -> Level:
@@ -40,3 +45,10 @@ def resolve(value: int, default: Level) -> Level:
         return Level(value)
     except ValueError:
         raise InvalidArgument(f"unknown consistency level {value}") from None
+
+
+def single_key_only(level: Level, operation: str) -> None:
+    """Refuse LINEARIZABLE for ``operation`` (a batch, a scan, a restore): the quorum register that
+    makes it linearizable works one key at a time."""
+    if level is Level.LINEARIZABLE:
+        raise InvalidArgument(f"LINEARIZABLE is for single-key operations; {operation} at ONE, QUORUM or ALL")
