@@ -1,23 +1,111 @@
-"""Node settings."""
+"""A node's settings, defined once: each field carries its default, its parser, its help and its
+check. ``kvnode``'s command line is generated from these fields (every flag can also be set as
+``KVNODE_<FLAG>``), and the tools that start nodes (``kvnode local-cluster``, the test harness) turn
+a :class:`NodeConfig` back into that command line with :meth:`NodeConfig.argv`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from kvnode.core.errors import StartupError
+from kvnode.core.levels import Level
 from kvnode.core.membership import Member, Membership
 from kvnode.core.names import parse_host_port, validate_node_id
-from kvnode.core.units import GIB, KIB, MIB
+from kvnode.core.units import GIB, KIB, MIB, parse_duration, parse_size, positive_int
+
+MAX_PARTITIONS = 65535
+
+
+class ConfigError(StartupError):
+    """Settings that cannot work together; the message names the flags."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+    address: str
+
+
+def address(value: str) -> str:
+    """HOST:PORT, or empty for "not set"."""
+    if value:
+        parse_host_port(value)
+    return value
+
+
+def parse_peers(value: str) -> tuple[Peer, ...]:
+    """Parse ``ID=HOST:PORT,ID=HOST:PORT``; ids and addresses must be unique."""
+    peers: list[Peer] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        node_id, sep, peer_address = item.partition("=")
+        if not sep:
+            raise ValueError(f"invalid peer {item!r}: expected ID=HOST:PORT, e.g. kv-1=10.0.0.2:7000")
+        parse_host_port(peer_address, what=f"address for peer {node_id!r}")
+        peers.append(Peer(validate_node_id(node_id.strip()), peer_address.strip()))
+    ids = [p.node_id for p in peers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate node id in --peers: {value!r}")
+    return tuple(peers)
+
+
+def _show_peers(peers: tuple[Peer, ...]) -> str:
+    return ",".join(f"{p.node_id}={p.address}" for p in peers)
+
+
+def _show_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    parse: Callable[[str], Any],
+    show: Callable[[Any], str] = str,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A field that is also a flag: ``parse`` reads the flag's text (a ValueError is a usage error),
+    ``show`` writes it back."""
+    metadata = {"help": help, "parse": parse, "show": show}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a node, and the field it sets."""
+
+    name: str  # the field's name, and the argparse destination
+    path: tuple[str, ...]  # where the field lives: ("limits", "max_key_bytes")
+    help: str
+    parse: Callable[[str], Any]
+    show: Callable[[Any], str]
+    default: Any
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
 
 @dataclass(frozen=True)
 class Limits:
     """Request size limits. Anything over one is refused with INVALID_ARGUMENT naming it."""
 
-    max_key_bytes: int = 4 * KIB
-    max_value_bytes: int = 1 * MIB
-    max_batch_items: int = 1000
-    max_batch_bytes: int = 4 * MIB
+    max_key_bytes: int = setting(4 * KIB, parse=parse_size, help="largest key")
+    max_value_bytes: int = setting(1 * MIB, parse=parse_size, help="largest value")
+    max_batch_items: int = setting(1000, parse=positive_int, help="most items in a batch or scan page")
+    max_batch_bytes: int = setting(4 * MIB, parse=parse_size, help="largest batch, keys plus values")
 
     @property
     def grpc_message_bytes(self) -> int:
@@ -27,35 +115,87 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Peer:
-    node_id: str
-    address: str
-
-
-@dataclass(frozen=True)
 class NodeConfig:
-    node_id: str
-    data_dir: Path
-    listen: str = "127.0.0.1:7000"
-    advertise: str = ""
-    metrics_listen: str = ""
-    peers: tuple[Peer, ...] = ()
-    replication_factor: int = 3
-    partitions: int = 1024
-    default_consistency: str = "QUORUM"
-    limits: Limits = field(default_factory=Limits)
-    map_size: int = 1 * GIB
-    max_map_size: int = 0
-    replica_timeout: float = 2.0
-    hint_max_age: float = 3 * 3600.0
-    hint_max_bytes: int = 256 * MIB
-    hint_replay_interval: float = 1.0
-    anti_entropy_interval: float = 60.0
-    tombstone_grace: float = 10 * 86400.0
-    clock_offset_ms: int = 0
-    # TEST-ONLY: a deliberately broken build for the chaos suite (see --unsafe-ack-before-replication).
-    unsafe_ack_delay: float = 0.0
-    grace_period: float = 10.0
+    node_id: str = setting(default_factory=_hostname, parse=validate_node_id, help="this node's unique id")
+    data_dir: Path = setting(Path("kvnode-data"), parse=Path, help="directory for the LMDB store")
+    listen: str = setting("127.0.0.1:7000", parse=address, help="gRPC address to serve on")
+    advertise: str = setting(
+        "",
+        parse=address,
+        help="address peers use to reach this node (default: its --peers entry, else --listen)",
+    )
+    metrics_listen: str = setting(
+        "", parse=address, help="HOST:PORT to serve Prometheus metrics at /metrics (off when empty)"
+    )
+    peers: tuple[Peer, ...] = setting(
+        (),
+        parse=parse_peers,
+        show=_show_peers,
+        help="cluster members as ID=HOST:PORT,... (this node included); empty for a single node",
+    )
+    replication_factor: int = setting(3, parse=positive_int, help="replicas per partition")
+    partitions: int = setting(1024, parse=positive_int, help="partitions in the key space (fixed)")
+    default_consistency: Level = setting(
+        Level.QUORUM,
+        parse=Level.parse,
+        show=lambda level: level.name,
+        help="level for requests that name none: ONE, QUORUM, ALL or LINEARIZABLE",
+    )
+    limits: Limits = field(default_factory=Limits, metadata={"settings": Limits})
+    map_size: int = setting(1 * GIB, parse=parse_size, help="initial LMDB map size; grows when full")
+    max_map_size: int = setting(
+        0, parse=parse_size, help="largest the LMDB map may grow to (0: until the disk is full)"
+    )
+    replica_timeout: float = setting(
+        2.0, parse=parse_duration, show=_show_seconds, help="deadline for calls to peers"
+    )
+    hint_max_age: float = setting(
+        3 * 3600.0,
+        parse=parse_duration,
+        show=_show_seconds,
+        help="hints older than this are dropped (anti-entropy repairs instead)",
+    )
+    hint_max_bytes: int = setting(256 * MIB, parse=parse_size, help="hint backlog bound per peer")
+    hint_replay_interval: float = setting(
+        1.0, parse=parse_duration, show=_show_seconds, help="time between deliveries of stored hints"
+    )
+    anti_entropy_interval: float = setting(
+        60.0, parse=parse_duration, show=_show_seconds, help="time between anti-entropy rounds"
+    )
+    tombstone_grace: float = setting(
+        10 * 86400.0,
+        parse=parse_duration,
+        show=_show_seconds,
+        help="how long deletes are remembered; must exceed --hint-max-age and the anti-entropy interval",
+    )
+    grace_period: float = setting(
+        10.0,
+        parse=parse_duration,
+        show=_show_seconds,
+        help="on SIGTERM, how long in-flight requests may take to finish",
+    )
+    clock_offset_ms: int = setting(0, parse=int, help="skew this node's clock (for fault-injection tests)")
+
+    def __post_init__(self) -> None:
+        try:
+            validate_node_id(self.node_id)
+            for name in ("listen", "advertise", "metrics_listen"):
+                address(getattr(self, name))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"--partitions must be between 1 and {MAX_PARTITIONS}, not {self.partitions}")
+        if self.replication_factor < 1:
+            raise ConfigError("--replication-factor must be at least 1")
+        if self.peers and self.node_id not in {p.node_id for p in self.peers}:
+            raise ConfigError(f"--peers must include this node ({self.node_id})")
+        if self.tombstone_grace <= self.hint_max_age + self.anti_entropy_interval:
+            raise ConfigError(
+                f"--tombstone-grace ({self.tombstone_grace:g}s) must exceed "
+                f"--hint-max-age ({self.hint_max_age:g}s) plus "
+                f"--anti-entropy-interval ({self.anti_entropy_interval:g}s), "
+                "or replaying a hint could resurrect a deleted key"
+            )
 
     @property
     def address(self) -> str:
@@ -74,17 +214,45 @@ class NodeConfig:
             members.append(Member(self.node_id, self.address))
         return Membership(0, tuple(members), self.replication_factor, self.partitions)
 
+    @classmethod
+    def flags(cls) -> list[Flag]:
+        """Every setting as a flag, nested ones (the limits) included."""
+        return list(_flags(cls, ()))
 
-def parse_peers(value: str) -> tuple[Peer, ...]:
-    """Parse ``ID=HOST:PORT,ID=HOST:PORT``; ids and addresses must be unique."""
-    peers: list[Peer] = []
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        node_id, sep, address = item.partition("=")
-        if not sep:
-            raise ValueError(f"invalid peer {item!r}: expected ID=HOST:PORT, e.g. kv-1=10.0.0.2:7000")
-        parse_host_port(address, what=f"address for peer {node_id!r}")
-        peers.append(Peer(validate_node_id(node_id.strip()), address.strip()))
-    ids = [p.node_id for p in peers]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate node id in --peers: {value!r}")
-    return tuple(peers)
+    @classmethod
+    def from_flags(cls, values: Mapping[str, Any]) -> NodeConfig:
+        """A configuration from flag values by field name; a missing one keeps its default."""
+        config: NodeConfig = _build(cls, values)
+        return config
+
+    def argv(self) -> list[str]:
+        """This configuration as ``kvnode`` flags: every setting that differs from its default."""
+        args: list[str] = []
+        for flag in self.flags():
+            value: Any = self
+            for part in flag.path:
+                value = getattr(value, part)
+            if value != flag.default:
+                args += [flag.flag, flag.show(value)]
+        return args
+
+
+def _flags(cls: type[Any], path: tuple[str, ...]) -> Iterator[Flag]:
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "settings" in meta:  # a group of settings of its own, flattened on the command line
+            yield from _flags(meta["settings"], (*path, f.name))
+            continue
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        yield Flag(f.name, (*path, f.name), meta["help"], meta["parse"], meta["show"], default)
+
+
+def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
+    """``cls`` from flag values by name, its groups of settings built the same way."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if "settings" in f.metadata:
+            kwargs[f.name] = _build(f.metadata["settings"], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)

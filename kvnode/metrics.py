@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client import (
@@ -23,8 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from kvnode.storage.engine import StorageStats
-from kvnode.storage.groupcommit import CommitObserver
+from kvnode.core.membership import Membership, MemberState
 
 # The *_created series double the size of every scrape and no dashboard uses them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -46,6 +46,21 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class StorageStats(Protocol):
+    """What the store reports at scrape time (``kvnode.storage.engine.StorageStats``)."""
+
+    @property
+    def records(self) -> int: ...
+    @property
+    def tombstones(self) -> int: ...
+    @property
+    def keys(self) -> int: ...
+    @property
+    def used_bytes(self) -> int: ...
+    @property
+    def map_size(self) -> int: ...
 
 
 class _StorageCollector(Collector):
@@ -92,7 +107,9 @@ class _DiskCollector(Collector):
         )
 
 
-class NodeMetrics(CommitObserver):
+class NodeMetrics:
+    """Every metric of one node, in a registry of its own."""
+
     def __init__(self, node_id: str, version: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
@@ -214,6 +231,14 @@ class NodeMetrics(CommitObserver):
 
     def watch_disk(self, data_dir: Path) -> None:
         self.registry.register(_DiskCollector(data_dir))
+
+    def membership_changed(self, membership: Membership, partitions_owned: int) -> None:
+        self.epoch.set(membership.epoch)
+        for state in MemberState:
+            self.members.labels(state.name.lower()).set(
+                sum(1 for m in membership.members if m.state == state)
+            )
+        self.partitions_owned.set(partitions_owned)
 
     def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None:
         key = (method, consistency, code)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvnode.cli import kvctl_output as out
-from kvnode.cli.options import positive_int, typed
+from kvnode.cli.options import typed
 from kvnode.client import AsyncKVClient, KVError
-from kvnode.core.units import parse_duration, parse_size
+from kvnode.core.units import parse_duration, parse_size, positive_int
 
 if TYPE_CHECKING:
     from kvnode.cli.kvctl_core import Session

@@ -21,7 +21,8 @@ from types import FrameType
 from kvnode.cli.options import LOG_LEVELS, EnvArgs, typed
 from kvnode.client import Admin
 from kvnode.client.reconfig import Reconfigurer
-from kvnode.core.errors import KVError
+from kvnode.config import NodeConfig, Peer
+from kvnode.core.errors import KVError, StartupError
 from kvnode.core.units import parse_duration
 
 READY_TIMEOUT = 60.0
@@ -30,12 +31,17 @@ STOP_TIMEOUT = 20.0
 
 @dataclass
 class LocalNode:
-    node_id: str
-    address: str
-    metrics: str
-    data_dir: Path
+    config: NodeConfig
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def address(self) -> str:
+        return self.config.listen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,32 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(args: argparse.Namespace) -> list[LocalNode]:
+    addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
+    peers = tuple(Peer(f"kv-{i}", address) for i, address in enumerate(addresses))
     return [
         LocalNode(
-            node_id=f"kv-{i}",
-            address=f"{args.host}:{args.base_port + i}",
-            metrics=f"{args.host}:{args.metrics_base_port + i}" if args.metrics_base_port else "",
-            data_dir=args.data_dir / f"kv-{i}",
+            NodeConfig(
+                node_id=f"kv-{i}",
+                listen=address,
+                data_dir=args.data_dir / f"kv-{i}",
+                peers=peers,
+                replication_factor=args.replication_factor,
+                anti_entropy_interval=args.anti_entropy_interval,
+                metrics_listen=f"{args.host}:{args.metrics_base_port + i}" if args.metrics_base_port else "",
+            ),
             log_path=args.data_dir / f"kv-{i}.log",
         )
-        for i in range(args.nodes)
+        for i, address in enumerate(addresses)
     ]
 
 
-def node_command(node: LocalNode, peers: str, args: argparse.Namespace) -> list[str]:
-    command = [
-        sys.executable, "-m", "kvnode",
-        "--node-id", node.node_id,
-        "--listen", node.address,
-        "--data-dir", str(node.data_dir),
-        "--peers", peers,
-        "--replication-factor", str(args.replication_factor),
-        "--anti-entropy-interval", f"{args.anti_entropy_interval}s",
-        "--log-level", args.log_level,
-    ]  # fmt: skip
-    if node.metrics:
-        command += ["--metrics-listen", node.metrics]
-    return command
+def node_command(node: LocalNode, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "kvnode", *node.config.argv(), "--log-level", args.log_level]
 
 
 def wait_serving(admin: Admin, node: LocalNode, deadline: float) -> str | None:
@@ -131,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1:
         print("kvnode local-cluster: error: --nodes must be at least 1", file=sys.stderr)
         return 2
-    nodes = plan(args)
-    peers = ",".join(f"{n.node_id}={n.address}" for n in nodes)
+    try:
+        nodes = plan(args)
+    except StartupError as exc:
+        print(f"kvnode local-cluster: error: {exc}", file=sys.stderr)
+        return 2
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for node in nodes:
             with node.log_path.open("ab") as log_file:
                 node.process = subprocess.Popen(
-                    node_command(node, peers, args), stdout=log_file, stderr=subprocess.STDOUT,
+                    node_command(node, args), stdout=log_file, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = ",".join(n.address for n in nodes)
         print(f"Local cluster of {len(nodes)} nodes is up, data in {args.data_dir}/:")
         for node in nodes:
-            metrics = f"  metrics http://{node.metrics}/metrics" if node.metrics else ""
+            metrics_listen = node.config.metrics_listen
+            metrics = f"  metrics http://{metrics_listen}/metrics" if metrics_listen else ""
             print(f"  {node.node_id}  {node.address}{metrics}  log {node.log_path}")
         print("\nTry it:")
         print(f"  kvctl --endpoints {endpoints} put hello world")

@@ -25,13 +25,6 @@ def typed(parse: Callable[[str], T]) -> Callable[[str], T]:
     return run
 
 
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} must be at least 1")
-    return number
-
-
 class EnvArgs:
     """Adds flags whose default comes from ``<PREFIX><NAME>`` in the environment."""
 
@@ -39,7 +32,16 @@ class EnvArgs:
         self.parser = parser
         self.prefix = prefix
 
-    def add(self, flag: str, *, default: Any = None, help: str, **kwargs: Any) -> None:
+    def add(
+        self,
+        flag: str,
+        *,
+        default: Any = None,
+        help: str,
+        show: Callable[[Any], str] = str,
+        **kwargs: Any,
+    ) -> None:
+        """Add ``flag``; ``show`` writes its default for --help."""
         env = self.prefix + flag.lstrip("-").replace("-", "_").upper()
         value = os.environ.get(env)
         if value is not None:
@@ -51,7 +53,8 @@ class EnvArgs:
                     default = parse(value) if parse else value
                 except argparse.ArgumentTypeError as exc:
                     self.parser.error(f"{env}: {exc}")
-        shown = "" if default in (None, "") else f" (default: {default})"
+        text = "" if default is None else show(default)
+        shown = f" (default: {text})" if text else ""
         self.parser.add_argument(flag, default=default, help=f"{help}{shown} [env {env}]", **kwargs)
 
 

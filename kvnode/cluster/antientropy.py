@@ -16,8 +16,9 @@ import logging
 from dataclasses import dataclass
 
 from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
-from kvnode.cluster.peers import ReplicaSet
-from kvnode.cluster.replicas import KeyVersionEntry, PeerLink, Replica
+from kvnode.cluster.links import PeerLink
+from kvnode.cluster.replica import KeyVersionEntry, Replica
+from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
 from kvnode.core.records import Version, chunked
 from kvnode.metrics import NodeMetrics
@@ -55,7 +56,7 @@ class AntiEntropy:
         self,
         node_id: str,
         storage: Storage,
-        replicas: ReplicaSet,
+        roster: Roster,
         topology: Topology,
         clock: HybridClock,
         metrics: NodeMetrics,
@@ -64,7 +65,7 @@ class AntiEntropy:
     ) -> None:
         self._node_id = node_id
         self._storage = storage
-        self._replicas = replicas
+        self._roster = roster
         self._topology = topology
         self._clock = clock
         self._metrics = metrics
@@ -85,7 +86,7 @@ class AntiEntropy:
                 if peer != self._node_id:
                     shared.setdefault(peer, []).append(p)
         for peer_id, partitions in shared.items():
-            link = self._replicas.peer(peer_id)
+            link = self._roster.peer(peer_id)
             if link is None:
                 continue
             try:
@@ -114,7 +115,7 @@ class AntiEntropy:
     async def sync_partition(self, partition: int, link: PeerLink) -> tuple[int, int]:
         """Make this node and ``link`` hold the newest version of every key in the partition."""
         remote = await all_key_versions(link, partition)
-        local = await all_key_versions(self._replicas.local, partition)
+        local = await all_key_versions(self._roster.local, partition)
         horizon = self.horizon()
 
         def wanted(
@@ -134,7 +135,7 @@ class AntiEntropy:
                 await link.apply([(r, False) for r in chunk], repair=True)
         for start in range(0, len(pull), READ_PAGE):
             fetched = await link.read(pull[start : start + READ_PAGE])
-            await self._replicas.local.apply([(r, False) for r in fetched if r is not None], repair=True)
+            await self._roster.local.apply([(r, False) for r in fetched if r is not None], repair=True)
         self._metrics.ae_repairs.labels("push").inc(len(push))
         self._metrics.ae_repairs.labels("pull").inc(len(pull))
         if push or pull:

@@ -4,14 +4,13 @@ Python gRPC pays a fixed cost per RPC that dwarfs the cost of one more item in a
 ``Batcher`` sends at once while fewer than ``max_inflight`` RPCs are outstanding, so an idle link adds
 no delay; once that many are in flight, new calls queue and leave together in the next RPC. This is
 the network twin of group commit, and it lets the replica commit them together as well. One RPC in
-flight per peer and direction measured best on a loaded cluster (bench/cluster.py, 64 in flight:
-QUORUM puts 0.50x -> 0.65x of a single node, QUORUM gets 0.49x -> 0.58x, versus two in flight).
+flight per peer and direction measured best on a loaded cluster (bench/README.md).
 
-Under load a link also lingers: while its node coordinates many client requests (:class:`Load`), it
-waits up to ``linger`` seconds after its last batch, so batches grow instead of leaving every time
-the last RPC returns (its round trip is only a few ms). A request then waits up to ``linger`` more, which
-costs nothing when dozens are queued for the CPU anyway, and every message saved is CPU saved. A
-node with few requests in flight never lingers, so light load keeps its latency.
+Under load a link also lingers: while its node coordinates many client requests (:class:`InFlight`),
+it waits up to ``linger`` seconds after its last batch, so batches grow instead of leaving every time
+the last RPC returns (its round trip is only a few ms). A request then waits up to ``linger`` more,
+which costs nothing when dozens are queued for the CPU anyway, and every message saved is CPU saved.
+A node with few requests in flight never lingers, so light load keeps its latency.
 """
 
 from __future__ import annotations
@@ -28,9 +27,9 @@ R = TypeVar("R")  # result
 BUSY_AT = 8  # client requests in progress on this node from which its links linger
 
 
-class Load:
-    """The client requests this node is coordinating that wait on other replicas right now
-    (``with load:`` around each); requests this node answers alone never touch a link."""
+class InFlight:
+    """Counts the client requests this node is coordinating that wait on other replicas right now
+    (``with in_flight:`` around each); requests this node answers alone never touch a link."""
 
     def __init__(self, busy_at: int = BUSY_AT) -> None:
         self.requests = 0
@@ -38,8 +37,8 @@ class Load:
 
     def pressure(self) -> float:
         """0 below ``busy_at`` requests in progress, then rising to 1 at twice that: how much of its
-        linger a link waits. Lingering too long at moderate load would cost latency and so
-        throughput (a full linger from 8 requests on cost 5-7% at 32 in flight)."""
+        linger a link waits. Lingering fully at moderate load costs latency, and so throughput
+        (bench/README.md has the comparison)."""
         if self.requests < self._busy_at:
             return 0.0
         return min(1.0, self.requests / (2 * self._busy_at))

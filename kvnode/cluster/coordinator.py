@@ -18,13 +18,14 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kvnode.cluster.batching import Load
+from kvnode import failpoints
+from kvnode.cluster.batching import InFlight
 from kvnode.cluster.clock import HybridClock
-from kvnode.cluster.peers import ReplicaSet
-from kvnode.cluster.replicas import ApplyItem, ApplyOutcome, StaleEpoch
+from kvnode.cluster.replica import ApplyItem, ApplyOutcome, StaleEpoch
+from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
-from kvnode.core.errors import InvalidArgument, KVError, StorageFull, Unavailable
-from kvnode.core.levels import Level
+from kvnode.core.errors import KVError, StorageFull, Unavailable
+from kvnode.core.levels import Level, single_key_only
 from kvnode.core.placement import Placement
 from kvnode.core.records import Record, Version, newest
 from kvnode.metrics import NodeMetrics
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 SPECULATE_AFTER = 0.25
+# Failpoint (tests only, see kvnode.failpoints): acknowledge writes at once, replicate them this
+# many seconds later. None in every real run.
+ACK_BEFORE_REPLICATION = failpoints.duration("ack-before-replication")
 
 
 class HintSink(Protocol):
@@ -149,30 +153,22 @@ class Coordinator:
         self,
         node_id: str,
         topology: Topology,
-        replicas: ReplicaSet,
+        roster: Roster,
         clock: HybridClock,
         hints: HintSink,
         metrics: NodeMetrics,
         *,
         timeout: float,
-        load: Load | None = None,
-        unsafe_ack_delay: float = 0.0,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.node_id = node_id
         self.topology = topology
-        self.replicas = replicas
+        self.roster = roster
         self.clock = clock
         self.hints = hints
         self.metrics = metrics
         self.timeout = timeout
-        self.load = load or Load()
-        self.unsafe_ack_delay = unsafe_ack_delay
-        if unsafe_ack_delay:
-            log.warning(
-                "TEST-ONLY --unsafe-ack-before-replication is set: writes are acknowledged before they "
-                "are stored anywhere, and are lost if this node dies within %.1fs",
-                unsafe_ack_delay,
-            )
+        self.in_flight = in_flight or InFlight()
         self._background: set[asyncio.Task[object]] = set()
 
     # -- public operations -------------------------------------------------------------------
@@ -186,34 +182,33 @@ class Coordinator:
             if current is not None:
                 self.clock.observe(current.version.hlc)
         record = Record(key, b"" if tombstone else value, Version(self.clock.now(), self.node_id), tombstone)
-        if self.unsafe_ack_delay and level is not Level.LINEARIZABLE:
-            # TEST-ONLY broken build (--unsafe-ack-before-replication): acknowledge first, replicate later.
-            self._spawn(self._replicate_later(record, level))
+        if ACK_BEFORE_REPLICATION is not None and level is not Level.LINEARIZABLE:
+            self._spawn(self._replicate_later(record, level, ACK_BEFORE_REPLICATION))
             return WriteResult(record.version, None)
         with self.topology.request() as placement:
             old, new = placement.write_sets(placement.partition(key))
             if old == new == (self.node_id,):  # this node is the only replica: no tracking needed
-                ((_, previous),) = await self.replicas.local.apply([(record, want_previous)])
+                ((_, previous),) = await self.roster.local.apply([(record, want_previous)])
                 return WriteResult(record.version, previous)
-        with self.load:
+        with self.in_flight:
             tracker = (await self._replicate([(record, want_previous)], level))[0]
         if not tracker.future.result():
             raise tracker.error(level)
         return WriteResult(record.version, tracker.previous)
 
-    async def _replicate_later(self, record: Record, level: Level) -> None:
-        await asyncio.sleep(self.unsafe_ack_delay)
+    async def _replicate_later(self, record: Record, level: Level, delay: float) -> None:
+        """The failpoint's broken write: replicate what was already acknowledged."""
+        await asyncio.sleep(delay)
         await self._replicate([(record, False)], level)
 
     async def write_many(self, mutations: Sequence[tuple[bytes, bytes, bool]], level: Level) -> list[Version]:
         """Independent puts and deletes; fails if any mutation misses its level."""
-        if level is Level.LINEARIZABLE:
-            raise InvalidArgument("LINEARIZABLE is for single-key operations; use ONE, QUORUM or ALL")
+        single_key_only(level, "write batches")
         records = [
             Record(key, b"" if delete else value, Version(self.clock.now(), self.node_id), delete)
             for key, value, delete in mutations
         ]
-        with self.load:
+        with self.in_flight:
             await self.replicate_records(records, level)
         return [r.version for r in records]
 
@@ -221,7 +216,7 @@ class Coordinator:
         """Write records with the versions they carry (batches, restores)."""
         with self.topology.request() as placement:
             if placement.sole_replica == self.node_id:  # no other replica: no tracking needed
-                await self.replicas.local.apply([(r, False) for r in records])
+                await self.roster.local.apply([(r, False) for r in records])
                 return
         trackers = await self._replicate([(r, False) for r in records], level)
         failed = [t for t in trackers if not t.future.result()]
@@ -231,13 +226,13 @@ class Coordinator:
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
         needs. LINEARIZABLE reads make sure a quorum holds the result before returning it."""
-        local = self.replicas.local
+        local = self.roster.local
         if len(keys) == 1 and not local.rebuilding:
             placement = self.topology.placement
             replicas = placement.read_replicas(placement.partition(keys[0]))
             if self.node_id in replicas and level.needed(len(replicas)) == 1:
                 return local.read_now(keys)  # one answer suffices and this node has it
-        with self.load:
+        with self.in_flight:
             return await self._read_replicas(keys, level)
 
     async def _read_replicas(self, keys: list[bytes], level: Level) -> list[Record | None]:
@@ -294,7 +289,7 @@ class Coordinator:
             for target in dict.fromkeys(old + new):
                 per_target.setdefault(target, []).append(i)
         for target, indexes in per_target.items():
-            task = loop.create_task(self.replicas.get(target).apply([items[i] for i in indexes]))
+            task = loop.create_task(self.roster.get(target).apply([items[i] for i in indexes]))
             task.add_done_callback(functools.partial(self._applied, target, indexes, items, trackers))
         return trackers
 
@@ -321,7 +316,7 @@ class Coordinator:
     async def _collect(self, keys: list[bytes], level: Level, placement: Placement) -> list[_ReadTracker]:
         trackers = [
             _ReadTracker(
-                self.replicas.preferred(replicas := placement.read_replicas(placement.partition(k))),
+                self.roster.preferred(replicas := placement.read_replicas(placement.partition(k))),
                 level.needed(len(replicas)),
             )
             for k in keys
@@ -369,7 +364,7 @@ class Coordinator:
         for i in indexes:
             for target in trackers[i].take(extra):
                 per_target.setdefault(target, []).append(i)
-        local = self.replicas.local
+        local = self.roster.local
         for target, idx in per_target.items():
             wanted = [keys[i] for i in idx]
             if target == local.id and not local.rebuilding:
@@ -377,14 +372,14 @@ class Coordinator:
                     trackers[i].outstanding.discard(target)
                     trackers[i].answers[target] = record
                 continue
-            task = asyncio.get_running_loop().create_task(self.replicas.get(target).read(wanted))
+            task = asyncio.get_running_loop().create_task(self.roster.get(target).read(wanted))
             inflight[task] = (target, idx)
 
     def _repair(self, record: Record, stale: list[str]) -> None:
         """Send the newest version to replicas that answered with an older one; don't wait."""
         self.metrics.read_repairs.inc(len(stale))
         for target in stale:
-            self._spawn(self.replicas.get(target).apply([(record, False)], repair=True))
+            self._spawn(self.roster.get(target).apply([(record, False)], repair=True))
 
     def _spawn(self, coro: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

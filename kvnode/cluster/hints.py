@@ -12,12 +12,13 @@ import asyncio
 import logging
 
 from kvnode.cluster.clock import HybridClock, physical_ms
-from kvnode.cluster.peers import ReplicaSet
+from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
 from kvnode.core.records import Record, chunked
 from kvnode.metrics import NodeMetrics
 from kvnode.storage.engine import Storage
 from kvnode.storage.groupcommit import GroupCommitter
+from kvnode.storage.ops import AddHints, DeleteHints
 from kvnode.storage.schema import Hint
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class HintedHandoff:
         self,
         storage: Storage,
         committer: GroupCommitter,
-        replicas: ReplicaSet,
+        roster: Roster,
         topology: Topology,
         clock: HybridClock,
         metrics: NodeMetrics,
@@ -40,7 +41,7 @@ class HintedHandoff:
     ) -> None:
         self._storage = storage
         self._committer = committer
-        self._replicas = replicas
+        self._roster = roster
         self._topology = topology
         self._clock = clock
         self._metrics = metrics
@@ -71,7 +72,7 @@ class HintedHandoff:
     async def _store(self, target: str, records: list[Record]) -> None:
         created = physical_ms(self._clock.wall())
         try:
-            sizes: list[int] = await self._committer.submit("add_hints", target, records, created)
+            sizes = await self._committer.submit(AddHints.of(target, records, created))
         except Exception as exc:  # noqa: BLE001 - a hint lost to a full disk is repaired later
             self._metrics.hints_dropped.labels(target, "store_failed").inc(len(records))
             log.warning("could not store %d hints for %s: %s", len(records), target, exc)
@@ -108,14 +109,14 @@ class HintedHandoff:
                 return delivered
             keep = self._deliverable(target, hints)
             if keep:
-                peer = self._replicas.peer(target)
+                peer = self._roster.peer(target)
                 if peer is None:
                     return delivered
                 for chunk in chunked(h.record for h in keep):
                     await peer.apply([(r, False) for r in chunk], repair=True)
                 self._metrics.hints_replayed.labels(target).inc(len(keep))
                 delivered += len(keep)
-            freed: list[int] = await self._committer.submit("delete_hints", [h.id for h in hints])
+            freed = await self._committer.submit(DeleteHints([h.id for h in hints]))
             self._account(target, -sum(1 for f in freed if f), -sum(freed))
 
     def _deliverable(self, target: str, hints: list[Hint]) -> list[Hint]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from kvnode.cluster.peers import ReplicaSet
+from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
 from kvnode.core.errors import InvalidArgument, Unavailable
-from kvnode.core.levels import Level
+from kvnode.core.levels import Level, single_key_only
 from kvnode.core.records import MESSAGE_BUDGET, Record
 
 _TOKEN_V1 = b"\x01"
@@ -40,9 +40,9 @@ class ScanPage:
 
 
 class Scanner:
-    def __init__(self, topology: Topology, replicas: ReplicaSet, *, timeout: float) -> None:
+    def __init__(self, topology: Topology, roster: Roster, *, timeout: float) -> None:
         self._topology = topology
-        self._replicas = replicas
+        self._roster = roster
         self._timeout = timeout
 
     async def scan(
@@ -56,8 +56,7 @@ class Scanner:
         token: bytes,
         level: Level,
     ) -> ScanPage:
-        if level is Level.LINEARIZABLE:
-            raise InvalidArgument("LINEARIZABLE is for single-key operations; scan at ONE, QUORUM or ALL")
+        single_key_only(level, "scan")
         if token:
             start = max(start, decode_token(token) + b"\x00")
         with self._topology.request() as placement:
@@ -65,7 +64,7 @@ class Scanner:
             results = await asyncio.gather(
                 *(
                     asyncio.wait_for(
-                        self._replicas.get(m).scan(start, end, prefix, limit, keys_only), self._timeout
+                        self._roster.get(m).scan(start, end, prefix, limit, keys_only), self._timeout
                     )
                     for m in members
                 ),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol
 
 from kvnode.api.v1 import types_pb2
 from kvnode.core.errors import FailedPrecondition
@@ -24,7 +25,16 @@ log = logging.getLogger(__name__)
 Persist = Callable[[Membership], Awaitable[None]]
 
 
+class MembershipSource(Protocol):
+    """A peer that can be asked for the membership it holds."""
+
+    async def membership(self) -> types_pb2.Membership: ...
+
+
 class Topology:
+    """The membership and placement every request is planned on, and the only place that changes
+    them: it persists a new membership before using it and tells its listeners."""
+
     def __init__(self, node_id: str, membership: Membership, persist: Persist) -> None:
         self.node_id = node_id
         self._membership = membership
@@ -97,6 +107,17 @@ class Topology:
             await self.install(Membership.from_proto(msg))
         except (FailedPrecondition, ValueError) as exc:
             log.warning("ignoring membership epoch %d from a peer: %s", msg.epoch, exc)
+
+    async def catch_up(self, peers: Sequence[MembershipSource]) -> bool:
+        """Adopt the newest membership any of ``peers`` holds, asked at once. True if some peer
+        answered (or there is none to ask)."""
+        if not peers:
+            return True
+        results = await asyncio.gather(*(p.membership() for p in peers), return_exceptions=True)
+        answers = [r for r in results if isinstance(r, types_pb2.Membership)]
+        if answers:
+            await self.adopt(max(answers, key=lambda m: m.epoch))
+        return bool(answers)
 
     @contextmanager
     def request(self) -> Iterator[Placement]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.cluster.antientropy import all_key_versions
-from kvnode.cluster.peers import ReplicaSet
-from kvnode.cluster.replicas import Replica
+from kvnode.cluster.replica import Replica
+from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
 from kvnode.core.errors import FailedPrecondition, Unavailable
 from kvnode.core.levels import quorum
@@ -84,13 +84,13 @@ class TransferManager:
     def __init__(
         self,
         node_id: str,
-        replicas: ReplicaSet,
+        roster: Roster,
         topology: Topology,
         metrics: NodeMetrics,
         horizon: Callable[[], int],
     ) -> None:
         self._node_id = node_id
-        self._replicas = replicas
+        self._roster = roster
         self._topology = topology
         self._metrics = metrics
         self._horizon = horizon
@@ -174,7 +174,7 @@ class TransferManager:
     async def _gather(self, partition: int, sources: list[str], need: int) -> list[Record]:
         """The newest version of every key, read from at least ``need`` of ``sources``."""
         results = await asyncio.gather(
-            *(read_partition(self._replicas.get(s), partition) for s in sources), return_exceptions=True
+            *(read_partition(self._roster.get(s), partition) for s in sources), return_exceptions=True
         )
         answered = [r for r in results if not isinstance(r, BaseException)]
         if len(answered) < need:
@@ -193,7 +193,7 @@ class TransferManager:
         return [r for r in merged.values() if not (r.tombstone and r.version.hlc < horizon)]
 
     async def _write(self, target: str, records: list[Record]) -> None:
-        replica = self._replicas.get(target)
+        replica = self._roster.get(target)
         for chunk in chunked(records):
             await replica.apply([(r, False) for r in chunk], repair=True)
 
@@ -212,7 +212,7 @@ class TransferManager:
         records = await self._gather(partition, list(old), sources_needed(len(old)))
         for target in gainers:
             await self._write(target, records)
-            held = await all_key_versions(self._replicas.get(target), partition)
+            held = await all_key_versions(self._roster.get(target), partition)
             for rec in records:
                 have = held.get(rec.key)
                 if have is None or have[0] < rec.version:

@@ -1,4 +1,4 @@
-"""Sizes and durations as people type them into flags, environment variables and specs."""
+"""Counts, sizes and durations as people type them into flags, environment variables and specs."""
 
 from __future__ import annotations
 
@@ -28,3 +28,11 @@ def parse_duration(value: str) -> float:
         raise ValueError(f"invalid duration {value!r}: expected e.g. 250ms, 10s, 5m, 3h, 10d")
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"] or "s"]
     return float(match["num"]) * scale
+
+
+def positive_int(value: str) -> int:
+    """Parse a count of at least 1."""
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} must be at least 1")
+    return number

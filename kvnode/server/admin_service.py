@@ -1,28 +1,65 @@
-"""The Admin service: status, membership, data movement and backups, for the operator and kvctl."""
+"""The Admin service: status, membership, data movement and backups, for the operator and kvctl.
+
+It takes the small parts it drives, each behind a protocol that names only what the service uses,
+so it never reaches into the node as a whole.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
-from kvnode import backup
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from kvnode.backup.snapshots import Manifest
+from kvnode.cluster.antientropy import RoundStats
+from kvnode.cluster.transfer import TransferStatus
 from kvnode.core.errors import InvalidArgument
 from kvnode.core.levels import Level, resolve
 from kvnode.core.membership import Membership
 from kvnode.server.rpc import handler
 
-if TYPE_CHECKING:
-    from kvnode.node import Node
-
 Ctx = grpc.aio.ServicerContext[Any, Any]
-RESTORE_CHUNK = 500
 
 
-def _manifest_proto(m: backup.Manifest) -> admin_pb2.BackupManifest:
+class StatusSource(Protocol):
+    def status(self) -> admin_pb2.StatusResponse: ...
+
+
+class MembershipControl(Protocol):
+    @property
+    def membership(self) -> Membership: ...
+
+    async def install(self, membership: Membership, *, drain_seconds: float = 0.0) -> bool: ...
+
+
+class TransferControl(Protocol):
+    def start(self, kind: str) -> TransferStatus: ...
+
+
+class Repairs(Protocol):
+    async def run_round(self) -> RoundStats: ...
+
+
+class DigestSource(Protocol):
+    def digests(self, partitions: list[int] | None = None) -> list[tuple[int, bytes, int]]: ...
+
+
+class BackupControl(Protocol):
+    async def take(self, directory: str, backup_id: str) -> Manifest: ...
+
+    async def verify(
+        self, directory: str, backup_id: str, node_id: str = ""
+    ) -> tuple[list[Manifest], list[str]]: ...
+
+    async def list(self, directory: str) -> list[list[Manifest]]: ...
+
+    async def delete(self, directory: str, backup_id: str) -> bool: ...
+
+    async def restore(self, directory: str, backup_id: str, level: Level) -> tuple[int, int]: ...
+
+
+def _manifest_proto(m: Manifest) -> admin_pb2.BackupManifest:
     return admin_pb2.BackupManifest(
         backup_id=m.backup_id,
         node_id=m.node_id,
@@ -39,52 +76,39 @@ def _manifest_proto(m: backup.Manifest) -> admin_pb2.BackupManifest:
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.metrics = node.metrics
-        self.default_level = node.default_level
+    """Admin RPCs, each handed to the part that does it. ``drain_seconds`` is how long installing a
+    new membership waits for requests planned under the old one."""
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        status: StatusSource,
+        membership: MembershipControl,
+        transfers: TransferControl,
+        repairs: Repairs,
+        digests: DigestSource,
+        backups: BackupControl,
+        drain_seconds: float,
+    ) -> None:
+        self._node_id = node_id
+        self._status = status
+        self._membership = membership
+        self._transfers = transfers
+        self._repairs = repairs
+        self._digests = digests
+        self._backups = backups
+        self._drain_seconds = drain_seconds
 
     @handler("Admin/Status")
     async def Status(self, request: admin_pb2.StatusRequest, context: Ctx) -> admin_pb2.StatusResponse:
-        node = self.node
-        stats = node.storage.stats()
-        placement = node.topology.placement
-        totals = node.hints.totals()
-        now = time.monotonic()
-        peers = [
-            admin_pb2.PeerStatus(
-                id=link.id,
-                address=link.address,
-                reachable=link.reachable,
-                last_seen_ms_ago=int((now - link.last_seen) * 1000) if link.last_seen else 0,
-                hints_pending=totals.get(link.id, (0, 0))[0],
-            )
-            for link in node.replicas.peers
-        ]
-        return admin_pb2.StatusResponse(
-            node_id=node.config.node_id,
-            epoch=node.topology.epoch,
-            partitions_owned=len(placement.owned(node.config.node_id)),
-            keys=stats.keys,
-            tombstones=stats.tombstones,
-            hints_pending=sum(n for n, _ in totals.values()),
-            hint_bytes=sum(b for _, b in totals.values()),
-            peers=peers,
-            rebuilding=node.replicas.local.rebuilding,
-            transfer=node.transfers.status.to_proto(),
-            map_size_bytes=stats.map_size,
-            used_bytes=stats.used_bytes,
-            version=node.version,
-            last_backup_unix=node.last_backup_unix,
-            replication_factor=placement.membership.replication_factor,
-            partitions=placement.partitions,
-        )
+        return self._status.status()
 
     @handler("Admin/GetMembership")
     async def GetMembership(
         self, request: admin_pb2.GetMembershipRequest, context: Ctx
     ) -> types_pb2.Membership:
-        return self.node.topology.membership.to_proto()
+        return self._membership.membership.to_proto()
 
     @handler("Admin/SetMembership")
     async def SetMembership(
@@ -94,24 +118,24 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             membership = Membership.from_proto(request.membership)
         except ValueError as exc:
             raise InvalidArgument(f"invalid membership: {exc}") from None
-        await self.node.topology.install(membership, drain_seconds=self.node.config.replica_timeout * 2)
-        return admin_pb2.SetMembershipResponse(epoch=self.node.topology.epoch)
+        await self._membership.install(membership, drain_seconds=self._drain_seconds)
+        return admin_pb2.SetMembershipResponse(epoch=self._membership.membership.epoch)
 
     @handler("Admin/Join")
     async def Join(self, request: admin_pb2.JoinRequest, context: Ctx) -> admin_pb2.TransferStatus:
-        return self.node.transfers.start("join").to_proto()
+        return self._transfers.start("join").to_proto()
 
     @handler("Admin/Decommission")
     async def Decommission(
         self, request: admin_pb2.DecommissionRequest, context: Ctx
     ) -> admin_pb2.TransferStatus:
-        return self.node.transfers.start("decommission").to_proto()
+        return self._transfers.start("decommission").to_proto()
 
     @handler("Admin/RunAntiEntropy")
     async def RunAntiEntropy(
         self, request: admin_pb2.RunAntiEntropyRequest, context: Ctx
     ) -> admin_pb2.RunAntiEntropyResponse:
-        stats = await self.node.anti_entropy.run_round()
+        stats = await self._repairs.run_round()
         return admin_pb2.RunAntiEntropyResponse(
             partitions_compared=stats.compared,
             partitions_differing=stats.differing,
@@ -123,27 +147,26 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def PartitionDigests(
         self, request: admin_pb2.PartitionDigestsRequest, context: Ctx
     ) -> admin_pb2.PartitionDigestsResponse:
-        node = self.node
         parts = list(request.partitions) or None
         return admin_pb2.PartitionDigestsResponse(
-            node_id=node.config.node_id,
-            epoch=node.topology.epoch,
+            node_id=self._node_id,
+            epoch=self._membership.membership.epoch,
             digests=[
                 admin_pb2.PartitionDigestEntry(partition=p, digest=d, records=c)
-                for p, d, c in node.storage.digests(parts)
+                for p, d, c in self._digests.digests(parts)
             ],
         )
 
     @handler("Admin/Backup")
     async def Backup(self, request: admin_pb2.BackupRequest, context: Ctx) -> admin_pb2.BackupManifest:
-        return _manifest_proto(await self.node.take_backup(request.directory, request.backup_id))
+        return _manifest_proto(await self._backups.take(request.directory, request.backup_id))
 
     @handler("Admin/VerifyBackup")
     async def VerifyBackup(
         self, request: admin_pb2.VerifyBackupRequest, context: Ctx
     ) -> admin_pb2.VerifyBackupResponse:
-        manifests, problems = await asyncio.to_thread(
-            backup.verify, request.directory, request.backup_id, request.node_id
+        manifests, problems = await self._backups.verify(
+            request.directory, request.backup_id, request.node_id
         )
         return admin_pb2.VerifyBackupResponse(
             ok=not problems, manifests=[_manifest_proto(m) for m in manifests], problems=problems
@@ -153,7 +176,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListBackups(
         self, request: admin_pb2.ListBackupsRequest, context: Ctx
     ) -> admin_pb2.ListBackupsResponse:
-        backups = await asyncio.to_thread(backup.list_backups, request.directory)
+        backups = await self._backups.list(request.directory)
         return admin_pb2.ListBackupsResponse(
             backups=[
                 admin_pb2.BackupSummary(
@@ -170,13 +193,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def DeleteBackup(
         self, request: admin_pb2.DeleteBackupRequest, context: Ctx
     ) -> admin_pb2.DeleteBackupResponse:
-        deleted = await asyncio.to_thread(backup.delete_backup, request.directory, request.backup_id)
-        return admin_pb2.DeleteBackupResponse(deleted=deleted)
+        return admin_pb2.DeleteBackupResponse(
+            deleted=await self._backups.delete(request.directory, request.backup_id)
+        )
 
     @handler("Admin/Restore")
     async def Restore(self, request: admin_pb2.RestoreRequest, context: Ctx) -> admin_pb2.RestoreResponse:
         level = resolve(request.consistency, Level.QUORUM)
-        if level is Level.LINEARIZABLE:
-            raise InvalidArgument("restore writes at ONE, QUORUM or ALL")
-        records, keys = await self.node.restore(request.directory, request.backup_id, level)
+        records, keys = await self._backups.restore(request.directory, request.backup_id, level)
         return admin_pb2.RestoreResponse(records=records, keys=keys)

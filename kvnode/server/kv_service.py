@@ -11,9 +11,8 @@ from kvnode.cluster.coordinator import Coordinator, WriteResult
 from kvnode.cluster.scan import Scanner
 from kvnode.config import Limits
 from kvnode.core.errors import InvalidArgument
-from kvnode.core.levels import Level, resolve
+from kvnode.core.levels import Level, resolve, single_key_only
 from kvnode.core.records import Record, missing
-from kvnode.metrics import NodeMetrics
 from kvnode.server.rpc import handler
 from kvnode.server.validation import check_batch, check_key, check_keys, check_value, check_values
 
@@ -35,18 +34,18 @@ def _found(key: bytes, record: Record | None) -> kv_pb2.GetResponse:
 
 
 class KVService(kv_pb2_grpc.KVServicer):
+    """Checks each request against the limits, then hands it to the coordinator or the scanner."""
+
     def __init__(
         self,
         coordinator: Coordinator,
         scanner: Scanner,
         limits: Limits,
-        metrics: NodeMetrics,
         default_level: Level,
     ) -> None:
         self.coordinator = coordinator
         self.scanner = scanner
         self.limits = limits
-        self.metrics = metrics
         self.default_level = default_level
 
     def _level(self, value: int) -> Level:
@@ -131,8 +130,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         check_batch(len(keys), sum(len(k) for k in keys), self.limits)
         check_keys(keys, self.limits)
         level = self._level(request.consistency)
-        if level is Level.LINEARIZABLE:
-            raise InvalidArgument("LINEARIZABLE is for single-key operations; use ONE, QUORUM or ALL")
+        single_key_only(level, "read batches")
         records = await self.coordinator.read(keys, level)
         size = sum(len(r.value) for r in records if r is not None)
         if size > self.limits.max_batch_bytes:

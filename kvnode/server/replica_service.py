@@ -13,30 +13,26 @@ import grpc
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
 from kvnode.cluster.clock import HybridClock
-from kvnode.cluster.replicas import LocalReplica
+from kvnode.cluster.local import LocalReplica
 from kvnode.cluster.topology import Topology
-from kvnode.core.levels import Level
 from kvnode.core.records import Record
-from kvnode.metrics import NodeMetrics
 from kvnode.server.rpc import handler
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer):
+    """Answers peers from this node's own store (:class:`LocalReplica`)."""
+
     def __init__(
         self,
         local: LocalReplica,
         topology: Topology,
         clock: HybridClock,
-        metrics: NodeMetrics,
-        default_level: Level,
     ) -> None:
         self.local = local
         self.topology = topology
         self.clock = clock
-        self.metrics = metrics
-        self.default_level = default_level
 
     def _accept(self, header: replica_pb2.RequestHeader) -> replica_pb2.ResponseHeader | None:
         """Observe the sender's clock; a header carrying our newer membership if we must refuse."""

@@ -1,8 +1,10 @@
 """The one place where RPC handlers meet errors and metrics.
 
-Every handler is wrapped by :func:`handler`: a ``KVError`` becomes its gRPC status with its message,
-anything unexpected becomes INTERNAL with a pointer to the log (never a traceback on the wire), and
-each call is counted and timed by method, consistency level and status code.
+A servicer marks each RPC method with :func:`handler`; :func:`instrument` wraps every marked method
+of one servicer when the server is assembled, with the metrics and the default level passed in. A
+``KVError`` becomes its gRPC status with its message, anything unexpected becomes INTERNAL with a
+pointer to the log (never a traceback on the wire), and each call is counted and timed by method,
+consistency level and status code.
 """
 
 from __future__ import annotations
@@ -17,50 +19,63 @@ import grpc
 
 from kvnode.core.errors import KVError
 from kvnode.core.levels import Level
-from kvnode.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+S = TypeVar("S")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+BoundHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
+_METHOD = "__rpc_method__"
 _LEVEL_NAMES = {level.value: level.name for level in Level}
 
 
-class Instrumented(Protocol):
-    metrics: NodeMetrics
-    default_level: Level
-
-
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+class RequestMetrics(Protocol):
+    def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None: ...
 
 
 def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    def wrap(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
-        @functools.wraps(fn)
-        async def run(self: Instrumented, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-            started = time.perf_counter()
-            code = "OK"
-            consistency = getattr(request, "consistency", None)
-            level = "" if consistency is None else _LEVEL_NAMES.get(consistency, self.default_level.name)
-            try:
-                return await fn(self, request, context)
-            except KVError as exc:
-                code = exc.code.name
-                await context.abort(exc.code, exc.message)
-            except grpc.aio.AbortError:
-                code = context.code().name if context.code() else "UNKNOWN"
-                raise
-            except Exception:
-                code = "INTERNAL"
-                log.exception("%s failed", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal error in {method}; see the node's log"
-                )
-            finally:
-                self.metrics.observe_request(method, level, code, time.perf_counter() - started)
-            raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+    """Mark a servicer method as the handler of RPC ``method`` (the name its metrics carry)."""
 
-        return run
+    def mark(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
+        setattr(fn, _METHOD, method)
+        return fn
 
-    return wrap
+    return mark
+
+
+def instrument(servicer: S, metrics: RequestMetrics, default_level: Level) -> S:
+    """Wrap every :func:`handler` method of ``servicer`` in place; returns it, ready to register."""
+    for name in dir(type(servicer)):
+        method = getattr(getattr(type(servicer), name), _METHOD, None)
+        if method is not None:
+            setattr(servicer, name, _guarded(getattr(servicer, name), method, metrics, default_level.name))
+    return servicer
+
+
+def _guarded(fn: BoundHandler, method: str, metrics: RequestMetrics, default_level: str) -> BoundHandler:
+    @functools.wraps(fn)
+    async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        code = "OK"
+        consistency = getattr(request, "consistency", None)
+        level = "" if consistency is None else _LEVEL_NAMES.get(consistency, default_level)
+        try:
+            return await fn(request, context)
+        except KVError as exc:
+            code = exc.code.name
+            await context.abort(exc.code, exc.message)
+        except grpc.aio.AbortError:
+            code = context.code().name if context.code() else "UNKNOWN"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the node's log")
+        finally:
+            metrics.observe_request(method, level, code, time.perf_counter() - started)
+        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+    return run

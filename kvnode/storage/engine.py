@@ -1,107 +1,52 @@
-"""LMDB storage: versioned records plus the indexes replication needs.
+"""A node's LMDB store: opening it, its transactions, map growth, and every read.
 
-Sub-databases:
-
-- ``data``    key -> version, tombstone flag, value (see ``kvnode.record``)
-- ``pidx``    partition (2 bytes) + key -> ""    every record, by partition, for streaming
-- ``digests`` partition -> XOR of record hashes (16 bytes) + record count (8 bytes)
-- ``tombs``   hlc (8 bytes) + key -> ""          tombstones by age, for garbage collection
-- ``hints``   target node + NUL + sequence -> created ms, key, encoded record
-- ``meta``    name -> bytes (node id, clock high-water mark, membership, ...)
-
-Writes go through :meth:`Storage.write`, one LMDB write transaction with a synchronous commit;
-the group committer batches many requests into one call. Reads use short read-only transactions
-and never wait for writers. Every index and digest changes in the same transaction as the record,
-so a crash cannot leave them disagreeing.
+The layout of the bytes is :mod:`kvnode.storage.schema`'s; what a write transaction may do is
+:mod:`kvnode.storage.writes`'s. Writes go through :meth:`Storage.write`, one LMDB write transaction
+with a synchronous commit, which only the storage writer process calls. Reads use short read-only
+transactions and never wait for writers.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import struct
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import lmdb
 
 from kvnode.core.errors import StorageError, StorageFull
-from kvnode.core.placement import partition_of
 from kvnode.core.records import MESSAGE_BUDGET, Record, Version
+from kvnode.storage.gate import RWGate
 from kvnode.storage.schema import (
+    DATA,
+    DIGESTS,
+    HINTS,
+    META,
+    PIDX,
+    TOMBS,
     Hint,
+    MetaKey,
+    decode_digest,
+    decode_hint,
     decode_value,
     decode_version,
-    encode_value,
     hint_prefix,
-    pidx_key,
-    record_hash,
+    hint_sequence,
+    hint_target,
+    partition_of_digest_key,
+    partition_prefix,
+    pidx_record_key,
 )
+from kvnode.storage.writes import Databases, Txn, WriteTxn
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Transactions are opened with buffers=False, so every key and value they return is ``bytes``; the
-# lmdb stubs cannot know that, so transactions and cursors are typed loosely here.
-Txn = Any
-ApplyRow = tuple[bytes, bytes, int, str, bool, bool]  # key, value, hlc, writer id, tombstone, want previous
-
-
-def apply_row(record: Record, want_previous: bool) -> ApplyRow:
-    return (
-        record.key,
-        record.value,
-        record.version.hlc,
-        record.version.node_id,
-        record.tombstone,
-        want_previous,
-    )
-
-
-_PART = struct.Struct(">H")
-_DIGEST = struct.Struct(">16sQ")
-_HLC = struct.Struct(">Q")
-_HINT_HEAD = struct.Struct(">QI")  # created ms, key length
-_EMPTY_DIGEST = bytes(16)
 _LOW_DISK_BYTES = 8 * 1024 * 1024
-
-
-class RWGate:
-    """Many readers or one map resize. LMDB must not remap while a read transaction is open."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._resizing = False
-
-    def enter_shared(self) -> None:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._readers += 1
-
-    def leave_shared(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._resizing = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -147,120 +92,8 @@ class _Reading:
             self._storage._gate.leave_shared()
 
 
-class WriteTxn:
-    """The operations allowed inside one write transaction."""
-
-    def __init__(self, storage: Storage, txn: Txn) -> None:
-        self._s = storage
-        self.txn = txn
-        self._digests: dict[int, list[int]] = {}
-
-    def _digest(self, partition: int) -> list[int]:
-        state = self._digests.get(partition)
-        if state is None:
-            raw = self.txn.get(_PART.pack(partition), db=self._s.digests_db)
-            digest, count = _DIGEST.unpack(raw) if raw else (_EMPTY_DIGEST, 0)
-            state = self._digests[partition] = [int.from_bytes(digest, "big"), count]
-        return state
-
-    def apply_rows(self, rows: list[ApplyRow]) -> list[tuple[bool, Record | None]]:
-        """:meth:`apply` for each row. Rows are plain tuples because they cross the pipe to the
-        writer process: pickling a Record (a NamedTuple) costs about seven times as much."""
-        return [
-            self.apply(Record(k, v, Version(hlc, writer), tomb), want)
-            for k, v, hlc, writer, tomb, want in rows
-        ]
-
-    def apply(self, rec: Record, want_previous: bool = False) -> tuple[bool, Record | None]:
-        """Store ``rec`` unless a version at least as new is stored. Returns (applied, previous)."""
-        s = self._s
-        raw_old = self.txn.get(rec.key, db=s.data_db)
-        old_version: Version | None = None
-        old_tomb = False
-        if raw_old is not None:
-            old_version, old_tomb = decode_version(raw_old)
-        previous = decode_value(rec.key, raw_old) if want_previous and raw_old is not None else None
-        if old_version is not None and old_version >= rec.version:
-            return False, previous
-        self.txn.put(rec.key, encode_value(rec), db=s.data_db)
-        partition = partition_of(rec.key, s.partitions)
-        digest = self._digest(partition)
-        if old_version is None:
-            self.txn.put(pidx_key(partition, rec.key), b"", db=s.pidx_db)
-            digest[1] += 1
-        else:
-            digest[0] ^= record_hash(rec.key, old_version, old_tomb)
-            if old_tomb:
-                self.txn.delete(_HLC.pack(old_version.hlc) + rec.key, db=s.tombs_db)
-        digest[0] ^= record_hash(rec.key, rec.version, rec.tombstone)
-        if rec.tombstone:
-            self.txn.put(_HLC.pack(rec.version.hlc) + rec.key, b"", db=s.tombs_db)
-        return True, previous
-
-    def remove(self, key: bytes) -> bool:
-        """Drop a record outright (tombstone collection, partition cleanup)."""
-        s = self._s
-        raw = self.txn.get(key, db=s.data_db)
-        if raw is None:
-            return False
-        version, tomb = decode_version(raw)
-        partition = partition_of(key, s.partitions)
-        digest = self._digest(partition)
-        digest[0] ^= record_hash(key, version, tomb)
-        digest[1] -= 1
-        self.txn.delete(key, db=s.data_db)
-        self.txn.delete(pidx_key(partition, key), db=s.pidx_db)
-        if tomb:
-            self.txn.delete(_HLC.pack(version.hlc) + key, db=s.tombs_db)
-        return True
-
-    def collect_tombstones(self, horizon_hlc: int, limit: int) -> int:
-        """Remove up to ``limit`` tombstones older than ``horizon_hlc``."""
-        doomed: list[bytes] = []
-        with self.txn.cursor(db=self._s.tombs_db) as cur:
-            for index_key in cur.iternext(keys=True, values=False):
-                if _HLC.unpack_from(index_key)[0] >= horizon_hlc or len(doomed) >= limit:
-                    break
-                doomed.append(index_key)
-        for index_key in doomed:
-            self.remove(index_key[_HLC.size :])
-        return len(doomed)
-
-    def add_hint(self, target: str, rec: Record, created_ms: int) -> tuple[bytes, int]:
-        """Keep a record for ``target``; returns the hint id and its size in bytes."""
-        hint_id = hint_prefix(target) + self._s.next_hint_seq().to_bytes(8, "big")
-        value = _HINT_HEAD.pack(created_ms, len(rec.key)) + rec.key + encode_value(rec)
-        self.txn.put(hint_id, value, db=self._s.hints_db)
-        return hint_id, len(hint_id) + len(value)
-
-    def add_hints(self, target: str, records: list[Record], created_ms: int) -> list[int]:
-        """Keep each record for ``target``; returns their sizes in bytes."""
-        return [self.add_hint(target, rec, created_ms)[1] for rec in records]
-
-    def delete_hints(self, hint_ids: list[bytes]) -> list[int]:
-        """Forget hints; returns the bytes each freed (0 for one already gone)."""
-        return [self.delete_hint(i) for i in hint_ids]
-
-    def delete_hint(self, hint_id: bytes) -> int:
-        """Forget a hint; returns the bytes freed (0 if it was gone)."""
-        raw = self.txn.pop(hint_id, db=self._s.hints_db)
-        return 0 if raw is None else len(hint_id) + len(raw)
-
-    def put_meta(self, name: str, value: bytes) -> None:
-        self.txn.put(name.encode(), value, db=self._s.meta_db)
-
-    def finish(self) -> None:
-        for partition, (digest, count) in self._digests.items():
-            key = _PART.pack(partition)
-            if count:
-                self.txn.put(key, _DIGEST.pack(digest.to_bytes(16, "big"), count), db=self._s.digests_db)
-            else:
-                self.txn.delete(key, db=self._s.digests_db)
-        self._digests.clear()
-
-
 class Storage:
-    """An LMDB environment holding one node's data. Thread-safe: one writer thread, any readers."""
+    """An LMDB environment holding one node's data. Thread-safe: one writer, any readers."""
 
     def __init__(
         self,
@@ -284,12 +117,10 @@ class Storage:
                 metasync=True,
                 readahead=False,
             )
-            self.data_db = self.env.open_db(b"data")
-            self.pidx_db = self.env.open_db(b"pidx")
-            self.digests_db = self.env.open_db(b"digests")
-            self.tombs_db = self.env.open_db(b"tombs")
-            self.hints_db = self.env.open_db(b"hints")
-            self.meta_db = self.env.open_db(b"meta")
+            open_db = self.env.open_db
+            self.dbs = Databases(
+                open_db(DATA), open_db(PIDX), open_db(DIGESTS), open_db(TOMBS), open_db(HINTS), open_db(META)
+            )
         except lmdb.Error as exc:
             raise StorageError(f"cannot open the LMDB store at {path}: {exc}") from exc
         self._gate = RWGate()
@@ -302,6 +133,12 @@ class Storage:
         with self._gate.exclusive():
             self.env.close()
 
+    def copy_to(self, folder: Path) -> None:
+        """A consistent, compacted copy of the whole store in ``folder`` (LMDB takes it inside one
+        read transaction, so writes go on meanwhile). Blocking: run it in a thread."""
+        with self.reading():
+            self.env.copy(str(folder), compact=True)
+
     # -- writes ------------------------------------------------------------------------------
 
     def write(self, fn: Callable[[WriteTxn], T]) -> T:
@@ -313,7 +150,7 @@ class Storage:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    wtxn = WriteTxn(self, txn)
+                    wtxn = WriteTxn(txn, self.dbs, self.partitions, self.next_hint_seq)
                     result = fn(wtxn)
                     wtxn.finish()
                 return result
@@ -367,12 +204,12 @@ class Storage:
 
     def get(self, key: bytes) -> Record | None:
         with self.reading() as txn:
-            raw = txn.get(key, db=self.data_db)
+            raw = txn.get(key, db=self.dbs.data)
         return None if raw is None else decode_value(key, raw)
 
     def get_many(self, keys: list[bytes]) -> list[Record | None]:
         with self.reading() as txn:
-            raws = [txn.get(k, db=self.data_db) for k in keys]
+            raws = [txn.get(k, db=self.dbs.data) for k in keys]
         return [None if raw is None else decode_value(k, raw) for k, raw in zip(keys, raws, strict=True)]
 
     def scan(
@@ -392,7 +229,7 @@ class Storage:
         first = max(start, prefix)
         out: list[Record] = []
         size = 0
-        with self.reading() as txn, txn.cursor(db=self.data_db) as cur:
+        with self.reading() as txn, txn.cursor(db=self.dbs.data) as cur:
             if not cur.set_range(first):
                 return out, True
             for key, raw in cur.iternext():
@@ -410,23 +247,19 @@ class Storage:
         with self.reading() as txn:
             if partitions is None:
                 return [
-                    (_PART.unpack(k)[0], *_DIGEST.unpack(v))
-                    for k, v in txn.cursor(db=self.digests_db).iternext()
+                    (partition_of_digest_key(k), *decode_digest(v))
+                    for k, v in txn.cursor(db=self.dbs.digests).iternext()
                 ]
-            out = []
-            for p in partitions:
-                raw = txn.get(_PART.pack(p), db=self.digests_db)
-                digest, count = _DIGEST.unpack(raw) if raw else (_EMPTY_DIGEST, 0)
-                out.append((p, digest, count))
-            return out
+            raws = [txn.get(partition_prefix(p), db=self.dbs.digests) for p in partitions]
+        return [(p, *decode_digest(raw)) for p, raw in zip(partitions, raws, strict=True)]
 
     def _partition_page(
         self, partition: int, after: bytes, limit: int, decode: Callable[[bytes, bytes], T]
     ) -> tuple[list[T], bool]:
-        prefix = _PART.pack(partition)
+        prefix = partition_prefix(partition)
         out: list[T] = []
         size = 0
-        with self.reading() as txn, txn.cursor(db=self.pidx_db) as cur:
+        with self.reading() as txn, txn.cursor(db=self.dbs.pidx) as cur:
             found = cur.set_range(prefix + after)
             if found and after and cur.key() == prefix + after:
                 found = cur.next()
@@ -436,8 +269,8 @@ class Storage:
                     return out, True
                 if len(out) >= limit or size > MESSAGE_BUDGET:
                     return out, False
-                key = index_key[_PART.size :]
-                raw = txn.get(key, db=self.data_db)
+                key = pidx_record_key(index_key)
+                raw = txn.get(key, db=self.dbs.data)
                 if raw is not None:
                     out.append(decode(key, raw))
                     size += len(key) + len(raw)
@@ -456,24 +289,24 @@ class Storage:
 
     def stats(self) -> StorageStats:
         with self.reading() as txn:
-            records = txn.stat(self.data_db)["entries"]
-            tombstones = txn.stat(self.tombs_db)["entries"]
+            records = txn.stat(self.dbs.data)["entries"]
+            tombstones = txn.stat(self.dbs.tombs)["entries"]
         info = self.env.info()
         used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
         return StorageStats(records, tombstones, used, info["map_size"])
 
-    def get_meta(self, name: str) -> bytes | None:
+    def get_meta(self, key: MetaKey[T]) -> T | None:
         with self.reading() as txn:
-            value: bytes | None = txn.get(name.encode(), db=self.meta_db)
-        return value
+            raw: bytes | None = txn.get(key.key, db=self.dbs.meta)
+        return None if raw is None else key.decode(raw)
 
     # -- hints -------------------------------------------------------------------------------
 
     def _last_hint_seq(self) -> int:
         last = 0
         with self.reading() as txn:
-            for key in txn.cursor(db=self.hints_db).iternext(keys=True, values=False):
-                last = max(last, int.from_bytes(key[-8:], "big"))
+            for key in txn.cursor(db=self.dbs.hints).iternext(keys=True, values=False):
+                last = max(last, hint_sequence(key))
         return last
 
     def next_hint_seq(self) -> int:
@@ -485,25 +318,21 @@ class Storage:
         """Stored hints, oldest first within a target."""
         prefix = b"" if target is None else hint_prefix(target)
         out: list[Hint] = []
-        with self.reading() as txn, txn.cursor(db=self.hints_db) as cur:
+        with self.reading() as txn, txn.cursor(db=self.dbs.hints) as cur:
             if not cur.set_range(prefix):
                 return out
             for hint_id, raw in cur.iternext():
                 if not hint_id.startswith(prefix) or len(out) >= limit:
                     break
-                created_ms, key_len = _HINT_HEAD.unpack_from(raw)
-                key = raw[_HINT_HEAD.size : _HINT_HEAD.size + key_len]
-                rec = decode_value(key, raw[_HINT_HEAD.size + key_len :])
-                target_id = hint_id[: hint_id.index(b"\x00")].decode()
-                out.append(Hint(hint_id, target_id, created_ms, rec))
+                out.append(decode_hint(hint_id, raw))
         return out
 
     def hint_totals(self) -> dict[str, tuple[int, int]]:
         """Per target: (hints, bytes)."""
         totals: dict[str, list[int]] = {}
         with self.reading() as txn:
-            for hint_id, raw in txn.cursor(db=self.hints_db).iternext():
-                target = hint_id[: hint_id.index(b"\x00")].decode()
+            for hint_id, raw in txn.cursor(db=self.dbs.hints).iternext():
+                target = hint_target(hint_id)
                 entry = totals.setdefault(target, [0, 0])
                 entry[0] += 1
                 entry[1] += len(hint_id) + len(raw)

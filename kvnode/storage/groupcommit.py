@@ -1,18 +1,17 @@
 """Group commit: many concurrent writes share one LMDB transaction and one fsync.
 
-Requests submit write operations (a :class:`~kvnode.storage.engine.WriteTxn` method name and its
-arguments) from the event loop. The storage writer process (:mod:`kvnode.storage.writer`) runs one
-batch at a time in one transaction and replies once the commit is durable; only then do the
-requests' futures resolve. While one batch commits, the next one gathers.
+Requests submit write operations (:mod:`kvnode.storage.ops`) from the event loop. The storage
+writer process (:mod:`kvnode.storage.writer`) runs one batch at a time in one transaction and
+replies once the commit is durable; only then do the requests' futures resolve. While one batch
+commits, the next one gathers.
 
 Gathering adapts to the load. With few writes in flight, a batch goes out at once, so an idle node
-adds no delay. Under load, commits on this machine's disk take a fraction of a millisecond, so
-without help batches shrink to one or two writes and each write pays a full round of process and
-gRPC wake-ups; measured, that halves throughput. So after a commit the next batch waits until as
-many writes as the last batch held have arrived, or ``max_delay`` (default 4 ms) has passed,
-whichever comes first, the way PostgreSQL's ``commit_delay`` waits only when there is company.
-4 ms rather than 2 ms measured 1.06x / 1.13-1.25x / 1.14-1.18x durable Put at 16 / 64 / 256 in
-flight (8 ms was no better); the bound is paid at most once after a burst.
+adds no delay. Under load, commits take a fraction of a millisecond, so without help batches shrink
+to one or two writes and each write pays a full round of process and gRPC wake-ups. So after a
+commit the next batch waits until as many writes as the last batch held have arrived, or
+``max_delay`` has passed, whichever comes first, the way PostgreSQL's ``commit_delay`` waits only
+when there is company. The bound is paid at most once after a burst; bench/README.md has the
+measurements behind its value.
 """
 
 from __future__ import annotations
@@ -25,24 +24,30 @@ import select
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kvnode.core.errors import StorageError
 from kvnode.storage import writer
 from kvnode.storage.engine import Storage
+from kvnode.storage.ops import WriteOp
 
 log = logging.getLogger(__name__)
 
-Op = writer.Op
+T = TypeVar("T")
+Pending = tuple[WriteOp[Any], asyncio.Future[Any]]
 MAX_DELAY = 0.004
 MAX_BATCH = 4096
 START_TIMEOUT = 30.0
 
 
-class CommitObserver:
-    """Receives each commit's size and duration (metrics hook)."""
+class CommitObserver(Protocol):
+    """Receives each commit's size and duration (the node's metrics)."""
 
-    def committed(self, ops: int, seconds: float) -> None:  # pragma: no cover - interface
+    def committed(self, ops: int, seconds: float) -> None: ...
+
+
+class _Unobserved:
+    def committed(self, ops: int, seconds: float) -> None:
         pass
 
 
@@ -52,19 +57,19 @@ class GroupCommitter:
         storage: Storage,
         *,
         observer: CommitObserver | None = None,
-        trailer: Callable[[], list[Op]] | None = None,
+        trailer: Callable[[], list[WriteOp[Any]]] | None = None,
         on_failure: Callable[[StorageError], None] | None = None,
         max_delay: float = MAX_DELAY,
     ) -> None:
         self._storage = storage
-        self._observer = observer or CommitObserver()
+        self._observer: CommitObserver = observer or _Unobserved()
         self._trailer = trailer or list
         self._on_failure = on_failure or (lambda error: None)
         self._max_delay = max_delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._inflight: list[tuple[Op, asyncio.Future[Any]]] | None = None
+        self._pending: list[Pending] = []
+        self._inflight: list[Pending] | None = None
         self._target = 1
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
@@ -91,14 +96,14 @@ class GroupCommitter:
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
 
-    async def submit(self, name: str, *args: Any) -> Any:
-        """Run ``WriteTxn.<name>(*args)`` in the next commit; returns its result once durable."""
+    async def submit(self, op: WriteOp[T]) -> T:
+        """Run ``op`` in the next commit; returns its result once durable."""
         if self._failure is not None:
             raise self._failure
         if self._loop is None or self._process is None:
             raise RuntimeError("the group committer is not running")
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending.append(((name, args), future))
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._pending.append((op, future))
         if self._inflight is None and (self._timer is None or len(self._pending) >= self._target):
             self._send()
         return await future
@@ -136,7 +141,7 @@ class GroupCommitter:
         try:
             writer.send_frame(self._process.stdin, ([op for op, _ in batch], self._trailer()))
         except OSError as exc:
-            self._fail(f"cannot reach the storage writer process: {exc}")
+            self._fail(self._exited() or f"cannot reach the storage writer process: {exc}")
 
     def _on_readable(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -145,8 +150,7 @@ class GroupCommitter:
         except BlockingIOError:
             return
         if not chunk:
-            code = self._process.wait()
-            self._fail(f"the storage writer process exited with code {code}; see the node's log")
+            self._fail(self._exited(timeout=None))
             return
         self._buffer += chunk
         while True:
@@ -177,6 +181,16 @@ class GroupCommitter:
         self._timer = None
         if self._inflight is None and self._pending:
             self._send()
+
+    def _exited(self, timeout: float | None = 1.0) -> str:
+        """Why the writer is gone, the same whichever end of its pipes noticed first; "" if it has
+        not exited within ``timeout`` (a broken pipe means it has, or is about to)."""
+        assert self._process is not None
+        try:
+            code = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f"the storage writer process exited with code {code}; see the node's log"
 
     def _fail(self, message: str) -> None:
         """Fail every waiting write, once; a closed pipe stays readable, so stop watching it."""

@@ -2,17 +2,17 @@
 
 Why a process and not a thread: in one interpreter a writer thread competes with the event loop for
 the GIL, and py-lmdb drops and retakes the GIL on every get and put, so under load each commit
-waited milliseconds for the loop and each of those hand-offs stalled the loop in turn. Measured side
-by side, a writer process raised durable Put throughput 1.3-1.5x at 64-256 requests in flight.
-LMDB is built for this: one process writes, any number read the same files.
+waited milliseconds for the loop and each of those hand-offs stalled the loop in turn (bench/README.md
+has the side-by-side figures). LMDB is built for this: one process writes, any number read the same
+files.
 
 Protocol, over the process's stdin and stdout: length-prefixed pickles. The node sends
-``(ops, trailer)``, two lists of ``(name, args)``, where each name is a :class:`WriteTxn` method in
-:data:`OPS`; all of them run in one transaction, committed with fsync before the reply. The reply is
-``(outcomes, seconds)``: per op ``(True, result)`` or ``(False, exception)``, and the time the
-transaction took. The trailer's results are not returned (the node's clock high-water mark rides
-there). A store-level error (full disk, I/O) fails the whole batch; an op that raises anything else
-is isolated by rerunning each op in its own transaction, so it cannot fail its neighbours.
+``(ops, trailer)``, two lists of :class:`~kvnode.storage.ops.WriteOp`; all of them run in one
+transaction, committed with fsync before the reply. The reply is ``(outcomes, seconds)``: per op
+``(True, result)`` or ``(False, exception)``, and the time the transaction took. The trailer's
+results are not returned (the node's clock high-water mark rides there). A store-level error (full
+disk, I/O) fails the whole batch; an op that raises anything else is isolated by rerunning each op
+in its own transaction, so it cannot fail its neighbours.
 
 Run by :class:`kvnode.storage.groupcommit.GroupCommitter` as
 ``python -m kvnode.storage.writer PATH PARTITIONS MAP_SIZE MAX_MAP_SIZE``. It exits when its stdin
@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from kvnode.core.errors import KVError, StorageError
-from kvnode.storage.engine import Storage, WriteTxn
+from kvnode.storage.engine import Storage
+from kvnode.storage.ops import WriteOp
+from kvnode.storage.writes import WriteTxn
 
 log = logging.getLogger("kvnode.storage.writer")
 
-Op = tuple[str, tuple[Any, ...]]
 Outcome = tuple[bool, Any]
 
-OPS = frozenset({"apply_rows", "put_meta", "collect_tombstones", "add_hints", "delete_hints"})
 READY = b"ready"
 _LEN = struct.Struct(">I")
 
@@ -69,14 +69,13 @@ def take_frame(buffer: bytearray) -> tuple[bool, Any]:
     return True, frame
 
 
-def _call(txn: WriteTxn, op: Op) -> Any:
-    name, args = op
-    if name not in OPS:
-        raise ValueError(f"unknown write operation {name!r}")
-    return getattr(txn, name)(*args)
+def _call(txn: WriteTxn, op: object) -> Any:
+    if not isinstance(op, WriteOp):
+        raise ValueError(f"not a write operation: {type(op).__name__}")
+    return op.run(txn)
 
 
-def _run_all(txn: WriteTxn, ops: list[Op], trailer: list[Op]) -> list[Any]:
+def _run_all(txn: WriteTxn, ops: list[WriteOp[Any]], trailer: list[WriteOp[Any]]) -> list[Any]:
     results = [_call(txn, op) for op in ops]
     for op in trailer:
         _call(txn, op)
@@ -92,7 +91,7 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def run_batch(storage: Storage, ops: list[Op], trailer: list[Op]) -> list[Outcome]:
+def run_batch(storage: Storage, ops: list[WriteOp[Any]], trailer: list[WriteOp[Any]]) -> list[Outcome]:
     """Run ``ops`` in one durable transaction; see the module docstring for failure isolation."""
     try:
         return [(True, r) for r in storage.write(lambda txn: _run_all(txn, ops, trailer))]
@@ -102,7 +101,7 @@ def run_batch(storage: Storage, ops: list[Op], trailer: list[Op]) -> list[Outcom
         return [_run_alone(storage, op, trailer) for op in ops]
 
 
-def _run_alone(storage: Storage, op: Op, trailer: list[Op]) -> Outcome:
+def _run_alone(storage: Storage, op: WriteOp[Any], trailer: list[WriteOp[Any]]) -> Outcome:
     try:
         return True, storage.write(lambda txn: _run_all(txn, [op], trailer)[0])
     except Exception as exc:  # noqa: BLE001 - reported to the op's caller

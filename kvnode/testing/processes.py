@@ -17,12 +17,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client import Admin
+from kvnode.config import NodeConfig, parse_peers
 
 _used_ports: set[int] = set()
 
@@ -117,6 +118,7 @@ class ProcessCluster:
     ``hosts`` gives each node its own loopback address (e.g. 127.0.0.11, 127.0.0.12, ...) when the
     caller needs them apart; by default all use 127.0.0.1 with distinct ports.
 
+    ``env`` adds to the nodes' environment (e.g. ``KVNODE_FAILPOINTS``, see ``kvnode.failpoints``).
     ``ports`` fixes each node's gRPC port instead of picking free ones (needed when the hosts are not
     reachable from here at construction time, e.g. inside network namespaces). ``netns`` runs node i
     inside network namespace ``netns[i]`` (``ip netns exec``; needs root). ``peer_address(a, b)``
@@ -138,6 +140,7 @@ class ProcessCluster:
         netns: Sequence[str] | None = None,
         ports: Sequence[int] | None = None,
         peer_address: Callable[[NodeProcess, NodeProcess], str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.root = root
         self.peer_address = peer_address
@@ -145,6 +148,7 @@ class ProcessCluster:
         self.replication_factor = replication_factor
         self.partitions = partitions
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         root.mkdir(parents=True, exist_ok=True)
         names = list(ids) if ids else [f"kv-{i}" for i in range(size)]
         self.nodes: list[NodeProcess] = []
@@ -187,19 +191,19 @@ class ProcessCluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def config(self, node: NodeProcess, peers: str | None = None) -> NodeConfig:
+        return NodeConfig(
+            node_id=node.node_id,
+            listen=node.address,
+            data_dir=node.data_dir,
+            peers=parse_peers(self.peers_for(node) if peers is None else peers),
+            replication_factor=self.replication_factor,
+            partitions=self.partitions,
+            metrics_listen=node.metrics_address,
+        )
+
     def command(self, node: NodeProcess, peers: str | None = None) -> list[str]:
-        command = [
-            sys.executable, "-m", "kvnode",
-            "--node-id", node.node_id,
-            "--listen", node.address,
-            "--data-dir", str(node.data_dir),
-            "--peers", self.peers_for(node) if peers is None else peers,
-            "--replication-factor", str(self.replication_factor),
-            "--partitions", str(self.partitions),
-            "--log-level", "info",
-        ]  # fmt: skip
-        if node.metrics_port:
-            command += ["--metrics-listen", node.metrics_address]
+        command = [sys.executable, "-m", "kvnode", *self.config(node, peers).argv(), "--log-level", "info"]
         command += self.extra_args + node.extra_args
         if node.netns:
             command = ["ip", "netns", "exec", node.netns, *command]
@@ -226,7 +230,7 @@ class ProcessCluster:
             with node.log_path.open("ab") as log_file:
                 node.process = subprocess.Popen(
                     self.command(node, peers), stdout=log_file, stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 )  # fmt: skip
         if wait:
             for node in targets:

@@ -90,7 +90,8 @@ MakeLab = Callable[..., Lab]
 
 @pytest.fixture
 def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
-    """``make_lab(size=3, network="loopback"|"proxy"|"netns", extra_args=(), node_args={i: [...]})``."""
+    """``make_lab(size=3, network="loopback"|"proxy"|"netns", extra_args=(), node_args={i: [...]},
+    env={...})``; ``env`` reaches every node (failpoints, see ``kvnode.failpoints``)."""
     cleanups: list[Callable[[], None]] = []
 
     def make(
@@ -100,6 +101,7 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
         extra_args: tuple[str, ...] = (),
         node_args: dict[int, list[str]] | None = None,
         partitions: int = 64,
+        env: dict[str, str] | None = None,
     ) -> Lab:
         root = tmp_path / f"cluster{len(cleanups)}"
         partitioner: Partitioner | None = None
@@ -110,12 +112,12 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
             lab = netns.NetnsLab(size)
             cleanups.append(lab.close)
             cluster = ProcessCluster(
-                root, size, partitions=partitions, extra_args=extra_args,
+                root, size, partitions=partitions, extra_args=extra_args, env=env,
                 hosts=lab.node_ips, ports=[netns.NODE_PORT] * size, netns=lab.nodes,
             )  # fmt: skip
             partitioner = NetnsPartitioner(lab)
         else:
-            cluster = ProcessCluster(root, size, partitions=partitions, extra_args=extra_args)
+            cluster = ProcessCluster(root, size, partitions=partitions, extra_args=extra_args, env=env)
             if network == "proxy":
                 mesh = ProxyMesh()
                 cleanups.append(mesh.close)

@@ -18,6 +18,7 @@ from e2e.chaos import report, scenario
 from e2e.chaos.faults import FaultLog
 from e2e.chaos.history import OK, History
 from e2e.chaos.workload import WorkloadConfig
+from kvnode import failpoints
 from tests.chaos.conftest import Lab, MakeLab
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
@@ -209,10 +210,10 @@ async def test_clock_skew(make_lab: MakeLab, artifacts: Path) -> None:
 
 
 async def test_checker_catches_lost_writes_of_a_broken_build(make_lab: MakeLab, artifacts: Path) -> None:
-    """The proof that the checker can fail: nodes started with the test-only
-    --unsafe-ack-before-replication acknowledge a write before storing it anywhere. Killing a node
-    under load loses the writes it acknowledged in its last second, and the checker must say so."""
-    lab = make_lab(extra_args=("--unsafe-ack-before-replication", "1s"))
+    """The proof that the checker can fail: nodes started with the test-only failpoint
+    ack-before-replication acknowledge a write before storing it anywhere. Killing a node under load
+    loses the writes it acknowledged in its last second, and the checker must say so."""
+    lab = make_lab(env={failpoints.ENV: "ack-before-replication=1s"})
 
     async def faults(log: FaultLog) -> None:
         await lab.faults.wait(3)  # the workload stops now; kv-0 dies before it replicates its last second

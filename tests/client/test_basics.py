@@ -6,7 +6,7 @@ import pytest
 
 from kvnode.client import AsyncKVClient, Entry, InvalidArgument, KVClient, Level, ScanPage
 from kvnode.core.records import Version
-from kvnode.testing.processes import ProcessCluster
+from kvnode.testing.processes import ProcessCluster, wait_until
 
 
 async def test_put_get_delete(kv: AsyncKVClient, keyspace: str) -> None:
@@ -57,14 +57,34 @@ async def test_wrong_key_type_is_a_type_error(kv: AsyncKVClient) -> None:
         await kv.get(42)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("level", [Level.ONE, "QUORUM", "all", Level.LINEARIZABLE, None])
+@pytest.mark.parametrize("level", ["QUORUM", "all", Level.LINEARIZABLE, None])
 async def test_consistency_per_call(kv: AsyncKVClient, keyspace: str, level: Level | str | None) -> None:
+    """Reading at the level a write used sees the write: R + W > RF (the node's default is QUORUM)."""
     key = keyspace + "c"
     await kv.put(key, "x", consistency=level)
     entry = await kv.get(key, consistency=level)
     assert entry is not None and entry.value == b"x"
     await kv.delete(key, consistency=level)
     assert await kv.get(key, consistency=level) is None
+
+
+async def test_writes_at_one_become_visible_at_one(kv: AsyncKVClient, keyspace: str) -> None:
+    """ONE promises no read-your-writes (the read may ask a replica the write has not reached yet),
+    only that every replica gets the write soon: a read at ONE sees it within the replica timeout."""
+    key = keyspace + "one"
+    await kv.put(key, "x", consistency=Level.ONE)
+
+    async def visible() -> bool:
+        entry = await kv.get(key, consistency=Level.ONE)
+        return entry is not None and entry.value == b"x"
+
+    await wait_until(visible, 10, "a write at ONE to be read at ONE")
+    await kv.delete(key, consistency=Level.ONE)
+
+    async def gone() -> bool:
+        return await kv.get(key, consistency=Level.ONE) is None
+
+    await wait_until(gone, 10, "a delete at ONE to be seen at ONE")
 
 
 async def test_unknown_consistency_name_is_refused_locally(kv: AsyncKVClient) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
 from kvnode.core.errors import StorageError
 from kvnode.core.records import Record, Version
-from kvnode.storage.engine import Storage, apply_row
-from kvnode.storage.groupcommit import CommitObserver, GroupCommitter
+from kvnode.storage.engine import Storage
+from kvnode.storage.groupcommit import GroupCommitter
+from kvnode.storage.ops import ApplyRecords, WriteOp
+from kvnode.storage.writes import WriteTxn
 
 
-class Recorder(CommitObserver):
+class Recorder:
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.failures: list[StorageError] = []
@@ -36,8 +38,16 @@ def record(i: int) -> Record:
 
 
 async def put(gc: GroupCommitter, i: int) -> tuple[bool, Record | None]:
-    [outcome] = await gc.submit("apply_rows", [apply_row(record(i), False)])
-    return outcome  # type: ignore[no-any-return]
+    [outcome] = await gc.submit(ApplyRecords.of([(record(i), False)]))
+    return outcome
+
+
+class Explodes(WriteOp[None]):
+    """An operation that writes, then fails: its own write must not survive."""
+
+    def run(self, txn: WriteTxn) -> None:
+        txn.apply(Record(b"half-done", b"v", Version(1, "a")))
+        raise RuntimeError("boom")
 
 
 async def test_concurrent_writes_share_commits(
@@ -64,18 +74,23 @@ async def test_one_failing_operation_does_not_fail_its_neighbours(
     committer: tuple[GroupCommitter, Recorder], store: Storage
 ) -> None:
     gc, _ = committer
-    half_done = apply_row(Record(b"half-done", b"v", Version(1, "a")), False)
+    half_done = (b"half-done", b"v", 1, "a", False, False)
+    broken: list[Awaitable[object]] = [
+        gc.submit(ApplyRecords([half_done, (None, b"v", 1, "a", False, False)])),  # type: ignore[list-item]
+        gc.submit(Explodes()),
+        gc.submit("drop_everything"),  # type: ignore[arg-type]
+    ]
     outcomes = await asyncio.gather(
         *(put(gc, i) for i in range(50)),
-        gc.submit("apply_rows", [half_done, (None, b"v", 1, "a", False, False)]),
-        gc.submit("drop_everything"),
+        *broken,
         *(put(gc, i) for i in range(50, 100)),
         return_exceptions=True,
     )
     errors = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert isinstance(errors[0], TypeError)  # the broken apply (a key that is not bytes), as raised
-    assert isinstance(errors[1], ValueError) and "unknown write operation" in str(errors[1])
+    assert isinstance(errors[1], RuntimeError) and "boom" in str(errors[1])
+    assert isinstance(errors[2], ValueError) and "not a write operation" in str(errors[2])
     assert store.stats().keys == 100
     assert store.get(b"half-done") is None  # the failed operation's own write was rolled back
 
@@ -103,8 +118,8 @@ async def test_the_reader_follows_the_map_as_the_writer_grows_it(
 ) -> None:
     gc, _ = committer
     before = store.map_size()
-    big = [apply_row(Record(b"big%04d" % i, b"x" * 4000, Version(1, "a")), False) for i in range(600)]
+    big = [(Record(b"big%04d" % i, b"x" * 4000, Version(1, "a")), False) for i in range(600)]
     for start in range(0, len(big), 50):
-        await gc.submit("apply_rows", big[start : start + 50])
+        await gc.submit(ApplyRecords.of(big[start : start + 50]))
     assert store.get(b"big0599") is not None  # read through a map the writer process grew
     assert store.map_size() > before

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kvnode.cluster.batching import Batcher, Load
+from kvnode.cluster.batching import Batcher, InFlight
 from kvnode.testing.processes import wait_until
 
 
@@ -74,9 +74,9 @@ async def test_a_batch_stays_within_max_items() -> None:
 
 async def test_a_busy_node_lingers_and_a_quiet_one_does_not() -> None:
     linger = 0.5  # long, so that "at once" cannot be mistaken for it on a slow machine
-    load = Load(busy_at=1)
+    in_flight = InFlight(busy_at=1)
     rpc = FakeRPC(auto=True)
-    batcher: Batcher[int, int] = Batcher(rpc.send, linger=linger, pressure=load.pressure)
+    batcher: Batcher[int, int] = Batcher(rpc.send, linger=linger, pressure=in_flight.pressure)
 
     # Quiet: back-to-back calls each leave at once.
     await batcher.call([1])
@@ -85,20 +85,20 @@ async def test_a_busy_node_lingers_and_a_quiet_one_does_not() -> None:
     assert rpc.sent_at[1] - rpc.sent_at[0] < linger
 
     # Busy: the next batch waits until ``linger`` after the last one, gathering what arrives.
-    with load, load:  # twice busy_at: the whole linger
+    with in_flight, in_flight:  # twice busy_at: the whole linger
         calls = [asyncio.create_task(batcher.call([n])) for n in (3, 4, 5)]
         assert [await c for c in calls] == [[30], [40], [50]]
     assert rpc.batches[2:] == [[3, 4, 5]]
     assert rpc.sent_at[2] - rpc.sent_at[1] >= linger - 0.001
-    assert load.requests == 0
+    assert in_flight.requests == 0
 
 
 def test_pressure_grows_from_busy_at_to_twice_that() -> None:
-    load = Load(busy_at=8)
+    in_flight = InFlight(busy_at=8)
     seen = []
     for _ in range(20):
-        seen.append(load.pressure())
-        load.__enter__()
+        seen.append(in_flight.pressure())
+        in_flight.__enter__()
     assert seen[:8] == [0.0] * 8  # below busy_at: never linger
     assert seen[8] == 0.5 and seen[12] == 0.75
     assert seen[16:] == [1.0] * 4

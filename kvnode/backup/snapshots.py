@@ -1,12 +1,11 @@
-"""Backups: consistent LMDB snapshots with manifests, their verification, and restore.
+"""Snapshots on disk: consistent LMDB copies with manifests, and their verification.
 
 Layout: ``<directory>/<backup_id>/<node_id>/{data.mdb,manifest.json}``. Every node of a cluster
 writes its own snapshot under the same backup id. A snapshot is ``env.copy(compact=True)``, which
 LMDB takes inside one read transaction, so it is consistent without pausing writes.
 
-Restore replays every snapshot's records through the cluster's ordinary write path with their
-original versions. Replicas keep the newest version, so the duplicates between snapshots cost
-only time, and a backup restores into a cluster of any size.
+Restoring (:mod:`kvnode.backup.service`) replays every snapshot's records through the cluster's
+ordinary write path with their original versions.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from kvnode.core.errors import InvalidArgument, NotFound
 from kvnode.core.names import check_backup_id
 from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
-from kvnode.storage.schema import decode_value
+from kvnode.storage.schema import DATA, decode_value
 
 SNAPSHOT = "data.mdb"
 MANIFEST = "manifest.json"
@@ -86,7 +85,7 @@ def snapshot_records(folder: Path) -> Iterator[Record]:
     """Every record of a snapshot, in key order."""
     env = _open_snapshot(folder)
     try:
-        data = env.open_db(b"data", create=False)
+        data = env.open_db(DATA, create=False)
         with env.begin(buffers=False) as txn:
             for key, raw in txn.cursor(db=data).iternext():
                 yield decode_value(key, raw)
@@ -105,8 +104,7 @@ def take_snapshot(
     staging = folder.with_name(f".{node_id}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with storage.reading():
-        storage.env.copy(str(staging), compact=True)
+    storage.copy_to(staging)
     records, tombstones = _count(staging)
     snapshot = staging / SNAPSHOT
     manifest = Manifest(

@@ -1,8 +1,8 @@
-"""The replicas a coordinator talks to: this node's own store, or a peer over gRPC.
+"""A channel to one peer: batched Replica calls, the clock exchange, and whether the peer answers.
 
-Both offer the same calls, so the coordinator never special-cases itself beyond a fast path.
-Calls to a peer for client traffic are batched (see ``batching``); repairs, scans and transfers
-are already batches and go out as they are.
+Calls to a peer for client traffic are batched (see ``batching``); repairs, scans and transfers are
+already batches and go out as they are. A link that has waited too long for an answer counts as
+stalled, and new client traffic fails at once instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -10,24 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, replica_pb2, replica_pb2_grpc, types_pb2
-from kvnode.cluster.batching import Batcher, Load
+from kvnode.cluster.batching import Batcher, InFlight
 from kvnode.cluster.clock import HybridClock
+from kvnode.cluster.replica import ApplyItem, ApplyOutcome, KeyVersionEntry, StaleEpoch
 from kvnode.core.errors import KVError, Unavailable, from_status
 from kvnode.core.records import Record, Version
 from kvnode.metrics import NodeMetrics
-from kvnode.storage.engine import Storage, apply_row
-from kvnode.storage.groupcommit import GroupCommitter
 
 log = logging.getLogger(__name__)
 
-ApplyItem = tuple[Record, bool]  # record, return previous
-ApplyOutcome = tuple[bool, Record | None]  # applied, previous
-KeyVersionEntry = tuple[bytes, Version, bool]
 T = TypeVar("T")
 
 PEER_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -43,86 +39,10 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 0),
 ]
 STALL_SECONDS = 0.25
-# How long a busy node's link gathers before its next batch (see ``batching``): measured best at 64
-# requests in flight on a 3-node cluster (bench/README.md). An apply's round trip includes a commit,
-# so its link waits longer.
+# How long a busy node's link gathers before its next batch (see ``batching``; the values are the
+# best measured, bench/README.md). An apply's round trip includes a commit, so its link waits longer.
 READ_LINGER = 0.015
 APPLY_LINGER = 0.025
-
-
-class StaleEpoch(Unavailable):
-    """The peer holds a newer membership and did not carry out the request."""
-
-
-class Replica(Protocol):
-    id: str
-
-    @property
-    def healthy(self) -> bool: ...
-
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]: ...
-
-    async def read(self, keys: list[bytes]) -> list[Record | None]: ...
-
-    async def scan(
-        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
-    ) -> tuple[list[Record], bool]: ...
-
-    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]: ...
-
-    async def key_versions(
-        self, partition: int, after: bytes, limit: int
-    ) -> tuple[list[KeyVersionEntry], bool]: ...
-
-    async def fetch_partition(
-        self, partition: int, after: bytes, limit: int
-    ) -> tuple[list[Record], bool]: ...
-
-
-class LocalReplica:
-    """This node's own store. While it rebuilds, it takes writes but refuses reads."""
-
-    healthy = True
-
-    def __init__(self, node_id: str, storage: Storage, committer: GroupCommitter) -> None:
-        self.id = node_id
-        self._storage = storage
-        self._committer = committer
-        self.rebuilding = False
-
-    def _check_readable(self) -> None:
-        if self.rebuilding:
-            raise Unavailable(f"node {self.id} is rebuilding its data from peers")
-
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
-        rows = [apply_row(record, want) for record, want in items]
-        outcomes: list[ApplyOutcome] = await self._committer.submit("apply_rows", rows)
-        return outcomes
-
-    async def read(self, keys: list[bytes]) -> list[Record | None]:
-        self._check_readable()
-        return self._storage.get_many(keys)
-
-    def read_now(self, keys: list[bytes]) -> list[Record | None]:
-        """The coordinator's fast path: a local read needs no task."""
-        return self._storage.get_many(keys)
-
-    async def scan(
-        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
-    ) -> tuple[list[Record], bool]:
-        self._check_readable()
-        return self._storage.scan(start, end, prefix, limit, keys_only)
-
-    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]:
-        return self._storage.digests(partitions)
-
-    async def key_versions(
-        self, partition: int, after: bytes, limit: int
-    ) -> tuple[list[KeyVersionEntry], bool]:
-        return self._storage.key_versions(partition, after, limit)
-
-    async def fetch_partition(self, partition: int, after: bytes, limit: int) -> tuple[list[Record], bool]:
-        return self._storage.fetch_partition(partition, after, limit)
 
 
 class PeerLink:
@@ -139,7 +59,7 @@ class PeerLink:
         adopt: Callable[[types_pb2.Membership], Awaitable[None]],
         timeout: float,
         metrics: NodeMetrics,
-        load: Load | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.id = member_id
         self.address = address
@@ -152,7 +72,7 @@ class PeerLink:
         self._channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
-        pressure = (load or Load()).pressure
+        pressure = (in_flight or InFlight()).pressure
         self._apply = Batcher(
             self._send_apply,
             size_of=lambda item: len(item[0].key) + len(item[0].value) + 64,

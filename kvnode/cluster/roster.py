@@ -1,4 +1,5 @@
-"""The set of replicas this node can reach, kept in step with the membership."""
+"""The replicas this node can reach: itself and a link to every other member, kept in step with
+the membership."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from kvnode.cluster.replicas import LocalReplica, PeerLink, Replica
+from kvnode.cluster.links import PeerLink
+from kvnode.cluster.local import LocalReplica
+from kvnode.cluster.replica import Replica
 from kvnode.core.membership import Membership
 
 log = logging.getLogger(__name__)
 
 
-class ReplicaSet:
+class Roster:
+    """This node's own store and one :class:`PeerLink` per other member, by member id."""
+
     def __init__(self, local: LocalReplica, make_link: Callable[[str, str], PeerLink]) -> None:
         self.local = local
         self._make_link = make_link

@@ -1,0 +1,54 @@
+"""This node's own store, as one of the replicas a coordinator talks to."""
+
+from __future__ import annotations
+
+from kvnode.cluster.replica import ApplyItem, ApplyOutcome, KeyVersionEntry
+from kvnode.core.errors import Unavailable
+from kvnode.core.records import Record
+from kvnode.storage.engine import Storage
+from kvnode.storage.groupcommit import GroupCommitter
+from kvnode.storage.ops import ApplyRecords
+
+
+class LocalReplica:
+    """This node's own store. While it rebuilds, it takes writes but refuses reads."""
+
+    healthy = True
+
+    def __init__(self, node_id: str, storage: Storage, committer: GroupCommitter) -> None:
+        self.id = node_id
+        self._storage = storage
+        self._committer = committer
+        self.rebuilding = False
+
+    def _check_readable(self) -> None:
+        if self.rebuilding:
+            raise Unavailable(f"node {self.id} is rebuilding its data from peers")
+
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
+        return await self._committer.submit(ApplyRecords.of(items))
+
+    async def read(self, keys: list[bytes]) -> list[Record | None]:
+        self._check_readable()
+        return self._storage.get_many(keys)
+
+    def read_now(self, keys: list[bytes]) -> list[Record | None]:
+        """The coordinator's fast path: a local read needs no task."""
+        return self._storage.get_many(keys)
+
+    async def scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
+    ) -> tuple[list[Record], bool]:
+        self._check_readable()
+        return self._storage.scan(start, end, prefix, limit, keys_only)
+
+    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]:
+        return self._storage.digests(partitions)
+
+    async def key_versions(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[KeyVersionEntry], bool]:
+        return self._storage.key_versions(partition, after, limit)
+
+    async def fetch_partition(self, partition: int, after: bytes, limit: int) -> tuple[list[Record], bool]:
+        return self._storage.fetch_partition(partition, after, limit)

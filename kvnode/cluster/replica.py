@@ -1,0 +1,49 @@
+"""What a coordinator asks of a replica, whether it is this node's own store or a peer.
+
+Both kinds offer the same calls (:class:`Replica`), so the coordinator, anti-entropy, hints and
+transfers never special-case this node beyond a fast path.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kvnode.core.errors import Unavailable
+from kvnode.core.records import Record, Version
+from kvnode.storage.ops import ApplyOutcome
+
+ApplyItem = tuple[Record, bool]
+"""A record to store, and whether to return the record it replaces."""
+KeyVersionEntry = tuple[bytes, Version, bool]
+"""A key, its version and whether it is a tombstone: what anti-entropy compares."""
+
+__all__ = ["ApplyItem", "ApplyOutcome", "KeyVersionEntry", "Replica", "StaleEpoch"]
+
+
+class StaleEpoch(Unavailable):
+    """The peer holds a newer membership and did not carry out the request."""
+
+
+class Replica(Protocol):
+    id: str
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]: ...
+
+    async def read(self, keys: list[bytes]) -> list[Record | None]: ...
+
+    async def scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
+    ) -> tuple[list[Record], bool]: ...
+
+    async def digests(self, partitions: list[int]) -> list[tuple[int, bytes, int]]: ...
+
+    async def key_versions(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[KeyVersionEntry], bool]: ...
+
+    async def fetch_partition(
+        self, partition: int, after: bytes, limit: int
+    ) -> tuple[list[Record], bool]: ...
