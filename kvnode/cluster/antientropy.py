@@ -16,8 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
-from kvnode.cluster.links import PeerLink
-from kvnode.cluster.replica import KeyVersionEntry, Replica
+from kvnode.cluster.replica import KeyVersionEntry, RemoteReplica, Replica
 from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
 from kvnode.core.records import Version, chunked
@@ -96,7 +95,7 @@ class AntiEntropy:
         self._metrics.ae_rounds.inc()
         return stats
 
-    async def _compare(self, link: PeerLink, partitions: list[int], stats: RoundStats) -> None:
+    async def _compare(self, link: RemoteReplica, partitions: list[int], stats: RoundStats) -> None:
         remote = await link.digests(partitions)
         local = self._storage.digests(partitions)
         stats.compared += len(partitions)
@@ -112,7 +111,7 @@ class AntiEntropy:
             stats.pushed += pushed
             stats.pulled += pulled
 
-    async def sync_partition(self, partition: int, link: PeerLink) -> tuple[int, int]:
+    async def sync_partition(self, partition: int, link: RemoteReplica) -> tuple[int, int]:
         """Make this node and ``link`` hold the newest version of every key in the partition."""
         remote = await all_key_versions(link, partition)
         local = await all_key_versions(self._roster.local, partition)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from kvnode.api.v1 import types_pb2
 from kvnode.core.errors import Unavailable
 from kvnode.core.records import Record, Version
 from kvnode.storage.ops import ApplyOutcome
@@ -17,7 +18,7 @@ ApplyItem = tuple[Record, bool]
 KeyVersionEntry = tuple[bytes, Version, bool]
 """A key, its version and whether it is a tombstone: what anti-entropy compares."""
 
-__all__ = ["ApplyItem", "ApplyOutcome", "KeyVersionEntry", "Replica", "StaleEpoch"]
+__all__ = ["ApplyItem", "ApplyOutcome", "KeyVersionEntry", "RemoteReplica", "Replica", "StaleEpoch"]
 
 
 class StaleEpoch(Unavailable):
@@ -25,6 +26,8 @@ class StaleEpoch(Unavailable):
 
 
 class Replica(Protocol):
+    """A replica as the coordinator, anti-entropy, hints and transfers see it."""
+
     id: str
 
     @property
@@ -47,3 +50,16 @@ class Replica(Protocol):
     async def fetch_partition(
         self, partition: int, after: bytes, limit: int
     ) -> tuple[list[Record], bool]: ...
+
+
+class RemoteReplica(Replica, Protocol):
+    """Another member, reached over the network (:class:`~kvnode.cluster.links.PeerLink`)."""
+
+    address: str
+    reachable: bool
+    last_seen: float
+    """``time.monotonic()`` of its last answer; 0 before the first."""
+
+    async def membership(self) -> types_pb2.Membership: ...
+
+    async def close(self) -> None: ...

@@ -7,21 +7,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from kvnode.cluster.links import PeerLink
 from kvnode.cluster.local import LocalReplica
-from kvnode.cluster.replica import Replica
+from kvnode.cluster.replica import RemoteReplica, Replica
 from kvnode.core.membership import Membership
 
 log = logging.getLogger(__name__)
 
 
 class Roster:
-    """This node's own store and one :class:`PeerLink` per other member, by member id."""
+    """This node's own store and one link (:class:`RemoteReplica`) per other member, by member id."""
 
-    def __init__(self, local: LocalReplica, make_link: Callable[[str, str], PeerLink]) -> None:
+    def __init__(self, local: LocalReplica, make_link: Callable[[str, str], RemoteReplica]) -> None:
         self.local = local
         self._make_link = make_link
-        self._links: dict[str, PeerLink] = {}
+        self._links: dict[str, RemoteReplica] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def sync(self, membership: Membership) -> None:
@@ -35,7 +34,7 @@ class Roster:
             if member_id not in self._links:
                 self._links[member_id] = self._make_link(member_id, address)
 
-    def _close_later(self, link: PeerLink) -> None:
+    def _close_later(self, link: RemoteReplica) -> None:
         task = asyncio.get_running_loop().create_task(link.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -45,11 +44,11 @@ class Roster:
             return self.local
         return self._links[member_id]
 
-    def peer(self, member_id: str) -> PeerLink | None:
+    def peer(self, member_id: str) -> RemoteReplica | None:
         return self._links.get(member_id)
 
     @property
-    def peers(self) -> list[PeerLink]:
+    def peers(self) -> list[RemoteReplica]:
         return list(self._links.values())
 
     def preferred(self, replicas: tuple[str, ...]) -> list[str]:
