@@ -116,6 +116,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class NodeConfig:
+    """Everything a node is started with. Each field is a flag of ``kvnode`` (see the module)."""
+
     node_id: str = setting(default_factory=_hostname, parse=validate_node_id, help="this node's unique id")
     data_dir: Path = setting(Path("kvnode-data"), parse=Path, help="directory for the LMDB store")
     listen: str = setting("127.0.0.1:7000", parse=address, help="gRPC address to serve on")

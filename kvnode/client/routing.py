@@ -34,6 +34,8 @@ later."""
 
 
 class Router:
+    """Knows the cluster's placement (refreshed in the background) and names a key's replicas."""
+
     def __init__(
         self,
         pool: ChannelPool,

@@ -51,6 +51,9 @@ async def all_key_versions(replica: Replica, partition: int) -> dict[bytes, tupl
 
 
 class AntiEntropy:
+    """Rounds of digest comparison with every peer this node shares partitions with, and the
+    tombstone horizon that both anti-entropy and transfers respect."""
+
     def __init__(
         self,
         node_id: str,

@@ -51,6 +51,9 @@ class InFlight:
 
 
 class Batcher(Generic[I, R]):
+    """Sends lists of items through ``send``, merging the lists of concurrent callers into one call
+    while an earlier call is in flight, within ``max_items`` and ``max_bytes``."""
+
     def __init__(
         self,
         send: Callable[[list[I]], Awaitable[Sequence[R]]],

@@ -149,6 +149,11 @@ class WriteResult:
 
 
 class Coordinator:
+    """Carries out client reads and writes for any key: it plans each request on the current
+    placement (under one membership epoch), sends it to the key's replicas (answering inline when
+    this node is one), counts the answers against the level, hints the replicas a write missed and
+    repairs the stale ones a read saw."""
+
     def __init__(
         self,
         node_id: str,

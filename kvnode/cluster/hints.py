@@ -27,6 +27,9 @@ PAGE = 500
 
 
 class HintedHandoff:
+    """Keeps the writes each replica missed in this node's store and delivers them once the
+    replica answers; tracks the backlog per replica for the bounds and the metrics."""
+
     def __init__(
         self,
         storage: Storage,

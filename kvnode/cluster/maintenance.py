@@ -16,6 +16,8 @@ GC_BATCH = 1000
 
 
 class Maintenance:
+    """One round of housekeeping per :meth:`run`; the node runs it on a timer."""
+
     def __init__(
         self,
         committer: GroupCommitter,

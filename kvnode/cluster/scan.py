@@ -40,6 +40,8 @@ class ScanPage:
 
 
 class Scanner:
+    """Serves one scan page from every member's next records in the range (see the module)."""
+
     def __init__(self, topology: Topology, roster: Roster, *, timeout: float) -> None:
         self._topology = topology
         self._roster = roster

@@ -81,6 +81,10 @@ async def read_partition(replica: Replica, partition: int) -> list[Record]:
 
 
 class TransferManager:
+    """Runs this node's one transfer at a time (join, decommission or rebuild) in the background,
+    and reports its progress as a :class:`TransferStatus` (Admin.Join, Admin.Decommission and
+    Admin.Status show it)."""
+
     def __init__(
         self,
         node_id: str,

@@ -52,6 +52,9 @@ class _Unobserved:
 
 
 class GroupCommitter:
+    """Gathers write operations from the event loop into batches for the writer process, one batch
+    in flight at a time; every operation's result comes back only once its batch is durable."""
+
     def __init__(
         self,
         storage: Storage,
