@@ -21,11 +21,22 @@ def key(n: int, prefix: bytes = PREFIX) -> bytes:
 
 
 def kvnode_cluster(
-    root: Path, size: int, *, partitions: int = 1024, extra_args: Sequence[str] = ()
+    root: Path,
+    size: int,
+    *,
+    partitions: int = 1024,
+    extra_args: Sequence[str] = (),
+    source: Path | None = None,
 ) -> ProcessCluster:
-    """``size`` kvnode processes (RF = size, capped at 3), started and serving."""
+    """``size`` kvnode processes (RF = size, capped at 3), started and serving; ``source`` runs the
+    kvnode of another checkout."""
     cluster = ProcessCluster(
-        root, size=size, replication_factor=min(size, 3), partitions=partitions, extra_args=extra_args
+        root,
+        size=size,
+        replication_factor=min(size, 3),
+        partitions=partitions,
+        extra_args=extra_args,
+        source=source,
     )
     try:
         cluster.start()

@@ -119,6 +119,9 @@ class ProcessCluster:
     caller needs them apart; by default all use 127.0.0.1 with distinct ports.
 
     ``env`` adds to the nodes' environment (e.g. ``KVNODE_FAILPOINTS``, see ``kvnode.failpoints``).
+    ``source`` runs the kvnode of another checkout (its working directory and PYTHONPATH), e.g. the
+    build before a change in an A/B benchmark; ``python -m`` takes the working directory first, so
+    PYTHONPATH alone would not do it.
     ``ports`` fixes each node's gRPC port instead of picking free ones (needed when the hosts are not
     reachable from here at construction time, e.g. inside network namespaces). ``netns`` runs node i
     inside network namespace ``netns[i]`` (``ip netns exec``; needs root). ``peer_address(a, b)``
@@ -141,6 +144,7 @@ class ProcessCluster:
         ports: Sequence[int] | None = None,
         peer_address: Callable[[NodeProcess, NodeProcess], str] | None = None,
         env: Mapping[str, str] | None = None,
+        source: Path | None = None,
     ) -> None:
         self.root = root
         self.peer_address = peer_address
@@ -149,6 +153,7 @@ class ProcessCluster:
         self.partitions = partitions
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
+        self.source = source
         root.mkdir(parents=True, exist_ok=True)
         names = list(ids) if ids else [f"kv-{i}" for i in range(size)]
         self.nodes: list[NodeProcess] = []
@@ -230,11 +235,15 @@ class ProcessCluster:
             with node.log_path.open("ab") as log_file:
                 node.process = subprocess.Popen(
                     self.command(node, peers), stdout=log_file, stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self._source_env(), **self.env},
+                    cwd=self.source,
                 )  # fmt: skip
         if wait:
             for node in targets:
                 self.wait_serving(node)
+
+    def _source_env(self) -> dict[str, str]:
+        return {} if self.source is None else {"PYTHONPATH": str(self.source)}
 
     def wait_serving(self, node: NodeProcess | int | str, timeout: float = 30.0) -> None:
         node = node if isinstance(node, NodeProcess) else self[node]

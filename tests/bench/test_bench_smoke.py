@@ -54,3 +54,23 @@ def test_cluster_smoke(etcd: bool) -> None:
     for heading in ("Absolute figures", "Ratios", "Targets:", "Put cluster QUORUM", "Get single"):
         assert heading in out, out
     assert ("etcd Put" in out) == etcd
+
+
+def test_builds_smoke_against_this_same_checkout() -> None:
+    """An A/A run (the baseline is this checkout): the script runs both builds and prints a ratio per
+    case."""
+    out = run_script("builds.py", "--smoke", "--quiet", "--baseline", str(ROOT))
+    for heading in ("Ratios new/old", "Get", "Put (durable)", "cluster QUORUM Put", "cluster QUORUM Get"):
+        assert heading in out, out
+
+
+def test_builds_refuses_a_baseline_that_is_no_checkout(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "builds.py"), "--smoke", "--baseline", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "is not a checkout of this project" in done.stderr
