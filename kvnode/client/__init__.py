@@ -6,7 +6,7 @@
         kv.put("greeting", "hello")
         entry = kv.get("greeting")          # Entry(key=b"greeting", value=b"hello", version=...)
 
-:class:`AsyncKVClient` is the asyncio twin. Errors are the types in :mod:`kvnode.errors`. See
+:class:`AsyncKVClient` is the asyncio twin. Errors are the types in :mod:`kvnode.core.errors`, re-exported here. See
 docs/client.md.
 """
 
