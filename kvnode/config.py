@@ -10,6 +10,7 @@ import dataclasses
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def _show_peers(peers: tuple[Peer, ...]) -> str:
 
 
 def _show_seconds(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """Positional and exact (``:g`` would write 30 days as 2.592e+06s, which no flag accepts)."""
+    return f"{Decimal(repr(float(seconds))):f}s"
 
 
 def _hostname() -> str:
@@ -181,10 +183,15 @@ class NodeConfig:
     def __post_init__(self) -> None:
         try:
             validate_node_id(self.node_id)
-            for name in ("listen", "advertise", "metrics_listen"):
-                address(getattr(self, name))
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"--node-id: {exc}") from None
+        for name in ("listen", "advertise", "metrics_listen"):
+            value = getattr(self, name)
+            try:
+                if value:
+                    parse_host_port(value, what="--" + name.replace("_", "-"))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ConfigError(f"--partitions must be between 1 and {MAX_PARTITIONS}, not {self.partitions}")
         if self.replication_factor < 1:

@@ -302,6 +302,7 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.coordinator.close()
         await self.transfers.close()
         await self.hints.close()
         await self.roster.close()

@@ -6,8 +6,8 @@
         kv.put("greeting", "hello")
         entry = kv.get("greeting")          # Entry(key=b"greeting", value=b"hello", version=...)
 
-:class:`AsyncKVClient` is the asyncio twin. Errors are the types in :mod:`kvnode.core.errors`, re-exported here. See
-docs/client.md.
+:class:`AsyncKVClient` is the asyncio twin. Errors are the types in :mod:`kvnode.core.errors`,
+re-exported here. See docs/client.md.
 """
 
 from kvnode.client.admin import AsyncAdmin, EndpointStatus

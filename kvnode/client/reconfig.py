@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client.admin import AsyncAdmin
@@ -29,13 +30,29 @@ POLL_SECONDS = 0.2
 Progress = Callable[[str], None]
 
 
+class MemberAdmin(Protocol):
+    """The Admin calls a membership change makes (:class:`AsyncAdmin` has them)."""
+
+    async def membership(self, address: str | None = None, *, timeout: float | None = None) -> Membership: ...
+
+    async def set_membership(
+        self, address: str, membership: Membership, *, timeout: float | None = None
+    ) -> int: ...
+
+    async def join(self, address: str, *, timeout: float | None = None) -> admin_pb2.TransferStatus: ...
+
+    async def decommission(
+        self, address: str, *, timeout: float | None = None
+    ) -> admin_pb2.TransferStatus: ...
+
+
 class Reconfigurer:
     """Drives membership changes through the Admin service of the members. ``admin`` sends the
     calls, each to the node it names, with the admin client's timeout per call."""
 
     def __init__(
         self,
-        admin: AsyncAdmin,
+        admin: MemberAdmin,
         seeds: Sequence[str],
         *,
         transfer_timeout: float = 3600.0,

@@ -386,6 +386,13 @@ class Coordinator:
         for target in stale:
             self._spawn(self.roster.get(target).apply([(record, False)], repair=True))
 
+    async def close(self) -> None:
+        """Stop the read repairs still in the background (anti-entropy makes up for them)."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _spawn(self, coro: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)

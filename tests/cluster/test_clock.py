@@ -1,3 +1,8 @@
+"""The hybrid logical clock: strictly increasing, following the wall clock but never back, and
+moving past what it observes."""
+
+from __future__ import annotations
+
 from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
 
 

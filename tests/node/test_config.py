@@ -1,0 +1,182 @@
+"""A node's settings, defined once in NodeConfig: the peer list, the cross-field checks (named by
+their flags), the flags generated from every field, and the command line ``argv()`` writes back,
+which ``kvnode``'s parser must read into the same configuration. Also the failpoints, the one
+setting read from the environment alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvnode import failpoints
+from kvnode.cli.node import build_parser, config_from_args
+from kvnode.config import ConfigError, Limits, NodeConfig, Peer, parse_peers
+from kvnode.core.levels import Level
+from kvnode.core.units import GIB, MIB
+
+EVERYTHING_SET = NodeConfig(
+    node_id="kv-7",
+    data_dir=Path("/var/lib/kv 7"),
+    listen="0.0.0.0:7100",
+    advertise="kv-7.svc:7100",
+    metrics_listen="127.0.0.1:9100",
+    peers=(Peer("kv-6", "kv-6.svc:7100"), Peer("kv-7", "kv-7.svc:7100")),
+    replication_factor=2,
+    partitions=256,
+    default_consistency=Level.LINEARIZABLE,
+    limits=Limits(max_key_bytes=1024, max_value_bytes=2 * MIB, max_batch_items=50, max_batch_bytes=8 * MIB),
+    map_size=64 * MIB,
+    max_map_size=GIB,
+    replica_timeout=0.75,
+    hint_max_age=1800.0,
+    hint_max_bytes=MIB,
+    hint_replay_interval=0.5,
+    anti_entropy_interval=120.0,
+    tombstone_grace=7 * 86400.0,
+    grace_period=3.0,
+    clock_offset_ms=-250,
+)
+"""A configuration in which every setting differs from its default."""
+
+
+@pytest.fixture(autouse=True)
+def no_kvnode_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flags take their defaults from KVNODE_* variables: none may leak in from the environment."""
+    for name in list(os.environ):
+        if name.startswith("KVNODE_"):
+            monkeypatch.delenv(name)
+
+
+def through_the_command_line(config: NodeConfig) -> NodeConfig:
+    return config_from_args(build_parser().parse_args(config.argv()))
+
+
+def field_paths(cls: type[Any], path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every leaf field of a settings dataclass, found without NodeConfig's own walk."""
+    out: set[tuple[str, ...]] = set()
+    types = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(types[f.name]):
+            out |= field_paths(types[f.name], (*path, f.name))
+        else:
+            out.add((*path, f.name))
+    return out
+
+
+# -- peers ---------------------------------------------------------------------------------------
+
+
+def test_peers() -> None:
+    assert parse_peers("kv-0=127.0.0.1:7000, kv-1=h:7001") == (
+        Peer("kv-0", "127.0.0.1:7000"),
+        Peer("kv-1", "h:7001"),
+    )
+    assert parse_peers("") == ()
+    with pytest.raises(ValueError, match="expected ID=HOST:PORT"):
+        parse_peers("kv-0")
+    with pytest.raises(ValueError, match="duplicate node id"):
+        parse_peers("a=h:1,a=h:2")
+    with pytest.raises(ValueError, match="invalid address for peer 'kv-1'"):
+        parse_peers("kv-1=nowhere")
+
+
+# -- NodeConfig ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"peers": (Peer("n2", "h:1"),)}, ["--peers must include this node (n1)"]),
+        (
+            {"tombstone_grace": 100.0, "hint_max_age": 60.0, "anti_entropy_interval": 40.0},
+            ["--tombstone-grace (100s)", "--hint-max-age (60s)", "--anti-entropy-interval (40s)"],
+        ),
+        ({"partitions": 70000}, ["--partitions must be between 1 and 65535"]),
+        ({"replication_factor": 0}, ["--replication-factor must be at least 1"]),
+    ],
+    ids=["peers-without-self", "grace-too-short", "partitions", "replication-factor"],
+)
+def test_settings_that_cannot_work_together_are_refused_naming_their_flags(
+    settings: dict[str, Any], named: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        NodeConfig(node_id="n1", **settings)
+    assert all(text in str(refused.value) for text in named), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"listen": "nowhere"}, "--listen"),
+        ({"advertise": "h:99999"}, "--advertise"),
+        ({"metrics_listen": "h"}, "--metrics-listen"),
+        ({"node_id": "-x"}, "--node-id"),
+    ],
+)
+def test_malformed_values_given_in_code_are_refused_naming_the_setting(
+    settings: dict[str, Any], named: str
+) -> None:
+    """Built in code (local-cluster, the test harness) there is no argparse to name the flag."""
+    with pytest.raises(ConfigError, match=named):
+        NodeConfig(**{"node_id": "n1", **settings})
+
+
+def test_the_address_peers_use_is_advertise_then_the_peers_entry_then_listen() -> None:
+    peers = (Peer("n1", "n1.svc:7000"),)
+    assert NodeConfig(node_id="n1", listen="0.0.0.0:7000").address == "0.0.0.0:7000"
+    assert NodeConfig(node_id="n1", peers=peers).address == "n1.svc:7000"
+    assert NodeConfig(node_id="n1", peers=peers, advertise="a:1").address == "a:1"
+    first = NodeConfig(node_id="n1", peers=(*peers, Peer("n2", "n2.svc:7000"))).initial_membership()
+    assert (first.epoch, [m.id for m in first.members]) == (0, ["n1", "n2"])
+
+
+def test_every_setting_is_a_flag_with_its_default_and_help() -> None:
+    flags = NodeConfig.flags()
+    assert {f.path for f in flags} == field_paths(NodeConfig)
+    assert len({f.flag for f in flags}) == len(flags)
+    defaults = NodeConfig()
+    for f in flags:
+        value: Any = defaults
+        for part in f.path:
+            value = getattr(value, part)
+        assert value == f.default, f.flag
+        assert f.help, f.flag
+
+
+def test_argv_round_trips_through_the_kvnode_command_line() -> None:
+    assert NodeConfig(node_id="n1").argv() == ["--node-id", "n1"]
+    written = EVERYTHING_SET.argv()
+    assert {a for a in written if a.startswith("--")} == {f.flag for f in NodeConfig.flags()}
+    assert through_the_command_line(EVERYTHING_SET) == EVERYTHING_SET
+
+
+def test_long_and_fine_durations_survive_the_command_line() -> None:
+    """Durations are written out positionally and exactly: a 30-day grace would otherwise become
+    exponent notation that no flag accepts, and 1.0000001 s would be rounded."""
+    config = NodeConfig(node_id="n1", tombstone_grace=30 * 86400.0, replica_timeout=1.0000001)
+    assert through_the_command_line(config) == config
+
+
+# -- failpoints ----------------------------------------------------------------------------------
+
+
+def test_failpoints_parse_by_name_and_refuse_unknown_names() -> None:
+    assert failpoints.parse("") == {}
+    assert failpoints.parse(" ack-before-replication = 2s ; ") == {"ack-before-replication": "2s"}
+    with pytest.raises(
+        ValueError, match="unknown failpoint 'ack-before-replicaton'; known: ack-before-replication"
+    ):
+        failpoints.parse("ack-before-replicaton=2s")
+
+
+def test_a_failpoint_is_none_unless_the_environment_sets_it() -> None:
+    assert failpoints.duration("ack-before-replication", {}) is None
+    assert failpoints.duration("ack-before-replication", {"OTHER": "x"}) is None
+    environ = {failpoints.ENV: "ack-before-replication=250ms"}
+    assert failpoints.enabled(environ) == {"ack-before-replication": "250ms"}
+    assert failpoints.duration("ack-before-replication", environ) == 0.25
