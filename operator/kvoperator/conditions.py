@@ -13,10 +13,10 @@ from kvnode.core.levels import quorum
 from kvnode.core.membership import MemberState
 from kvoperator import names
 from kvoperator.config import OperatorConfig
+from kvoperator.observation import Observed
 from kvoperator.plan import member_ordinals
-from kvoperator.pods import format_time
 from kvoperator.report import Report
-from kvoperator.state import Observed
+from kvoperator.timestamps import format_time
 
 AVAILABLE = "Available"
 PROGRESSING = "Progressing"

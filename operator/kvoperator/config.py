@@ -7,7 +7,8 @@ Every setting has a default that suits a real cluster; tests override a few (sho
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -30,6 +31,8 @@ class AddressMode(StrEnum):
 
 @dataclass(frozen=True)
 class OperatorConfig:
+    """Every setting of the operator; each field is read from ``KVSTORE_OPERATOR_<FIELD>``."""
+
     # Member addressing.
     address_mode: AddressMode = AddressMode.DNS
     cluster_domain: str = ""  # e.g. "cluster.local"; empty: names end in ".svc"
@@ -60,12 +63,12 @@ class OperatorConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
         """Read every setting from ``KVSTORE_OPERATOR_<NAME>``; raise ValueError on a bad value."""
         env = os.environ if environ is None else environ
+        types = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _parse(f.name, f.type, raw)
+            if raw is not None:
+                values[f.name] = parse_setting(PREFIX + f.name.upper(), types[f.name], raw)
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> OperatorConfig:
@@ -74,19 +77,35 @@ class OperatorConfig:
         return OperatorConfig(**data)
 
 
-def _parse(name: str, kind: object, raw: str) -> Any:
-    env = PREFIX + name.upper()
+def _duration(raw: str) -> float:
+    value = parse_duration(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parser(kind: Any) -> Callable[[str], Any]:
+    """How a setting of type ``kind`` is read (TypeError for a type no setting should have)."""
+    if kind is float:
+        return _duration  # every float setting is a duration: "250ms", "10s", "5m" or seconds
+    if kind is str:
+        return str.strip
+    if kind == tuple[str, ...]:
+        return _names
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return lambda raw: kind(raw.strip().lower())
+    raise TypeError(f"a setting cannot have the type {kind!r}")
+
+
+def parse_setting(env: str, kind: Any, raw: str) -> Any:
+    """The value of the variable ``env`` for a setting of type ``kind``."""
+    parse = _parser(kind)
     try:
-        if kind in ("float", float):
-            value = parse_duration(raw)
-            if value < 0:
-                raise ValueError("must not be negative")
-            return value
-        if kind in ("AddressMode", AddressMode):
-            return AddressMode(raw.strip().lower())
-        if kind in ("tuple[str, ...]",):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        return raw.strip()
+        return parse(raw)
     except ValueError as exc:
         raise ValueError(f"{env}={raw!r}: {exc}") from None
 

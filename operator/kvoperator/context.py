@@ -1,33 +1,30 @@
-"""Everything the handlers share while the operator runs: settings, API clients, metrics, and
-the per-store reconcilers."""
+"""What the handlers and the steps share while the operator runs: settings, the API clients,
+metrics and events. (The per-store reconcilers are registry.py's.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from kvoperator.config import OperatorConfig
 from kvoperator.events import Events
-from kvoperator.kube import KubeClient
+from kvoperator.kube import KubeApi
 from kvoperator.metrics import OperatorMetrics
-from kvoperator.nodes import NodeAdmin
-
-if TYPE_CHECKING:
-    from kvoperator.reconciler import StoreReconciler
+from kvoperator.node_admin import NodeAdmin, NodeAdminApi
 
 
 @dataclass
 class OperatorContext:
+    """The operator's settings and clients, made once at start-up."""
+
     config: OperatorConfig
-    kube: KubeClient
-    admin: NodeAdmin
+    kube: KubeApi
+    admin: NodeAdminApi
     metrics: OperatorMetrics
     events: Events = field(default_factory=Events)
-    reconcilers: dict[tuple[str, str], StoreReconciler] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, config: OperatorConfig, kube: KubeClient, metrics: OperatorMetrics | None = None
+        cls, config: OperatorConfig, kube: KubeApi, metrics: OperatorMetrics | None = None
     ) -> OperatorContext:
         admin = NodeAdmin(
             timeout=config.admin_timeout,
@@ -36,17 +33,3 @@ class OperatorContext:
             backup_timeout=config.backup_timeout,
         )
         return cls(config=config, kube=kube, admin=admin, metrics=metrics or OperatorMetrics())
-
-    def reconciler(self, namespace: str, name: str) -> StoreReconciler:
-        from kvoperator.reconciler import StoreReconciler
-
-        key = (namespace, name)
-        if key not in self.reconcilers:
-            self.reconcilers[key] = StoreReconciler(self, namespace, name)
-        return self.reconcilers[key]
-
-    def wake(self, namespace: str, name: str) -> None:
-        """Ask a store's reconciler for a pass now (a no-op for stores it does not run)."""
-        reconciler = self.reconcilers.get((namespace, name))
-        if reconciler is not None:
-            reconciler.wake()

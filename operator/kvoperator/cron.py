@@ -86,6 +86,8 @@ def _field(text: str, low: int, high: int, names: dict[str, int], what: str) -> 
 
 @dataclass(frozen=True)
 class Schedule:
+    """A parsed schedule: a fixed interval, or the sets of minutes, hours, days... it runs at."""
+
     text: str
     interval: datetime.timedelta | None = None
     minutes: frozenset[int] = frozenset()

@@ -30,6 +30,8 @@ def kopf_poster(body: Mapping[str, Any], kind: str, reason: str, message: str) -
 
 
 class Events:
+    """Posts Normal and Warning Events about a CR (through kopf; a test passes its own poster)."""
+
     def __init__(self, poster: Poster = kopf_poster) -> None:
         self._poster = poster
 

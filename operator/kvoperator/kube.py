@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -30,6 +30,8 @@ Body = dict[str, Any]
 
 @dataclass(frozen=True)
 class Resource:
+    """A resource type and how its URLs are built."""
+
     group: str
     version: str
     plural: str
@@ -59,6 +61,8 @@ KVBACKUPS = Resource(c.GROUP, c.VERSION, c.KVBACKUP_PLURAL)
 
 
 class ApiError(Exception):
+    """An error answer of the API server: its HTTP status, reason and message."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
@@ -81,6 +85,39 @@ def matches_labels(body: Mapping[str, Any], labels: Mapping[str, str] | None) ->
     return all(have.get(k) == v for k, v in labels.items())
 
 
+class KubeApi(Protocol):
+    """The verbs the operator uses. :class:`KubeClient` speaks them over HTTP; the step tests use
+    a fake that keeps objects in memory."""
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Body | None: ...
+
+    async def list_objects(
+        self, resource: Resource, namespace: str | None, labels: Mapping[str, str] | None = None
+    ) -> list[Body]: ...
+
+    async def create(self, resource: Resource, namespace: str | None, body: Body) -> Body: ...
+
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, patch: Body, *, subresource: str = ""
+    ) -> Body: ...
+
+    async def patch_json(
+        self, resource: Resource, namespace: str | None, name: str, ops: list[Body]
+    ) -> Body: ...
+
+    async def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        grace_seconds: int | None = None,
+        uid: str | None = None,
+    ) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 def login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
     """Credentials as kopf finds them: the pod's service account, else the kubeconfig."""
     settings = settings or kopf.OperatorSettings()
@@ -91,6 +128,8 @@ def login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
 
 
 class KubeClient:
+    """:class:`KubeApi` over aiohttp, logged in like kopf; one session, opened on first use."""
+
     def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
         self._info = info
         self._timeout = timeout

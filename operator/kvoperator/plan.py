@@ -23,6 +23,8 @@ from kvoperator import names
 
 @dataclass(frozen=True)
 class Bootstrap:
+    """Install epoch 1 with the members the nodes started with."""
+
     membership: Membership
 
     def describe(self) -> str:
@@ -31,6 +33,8 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class AddMember:
+    """Join a member (or finish its join), streaming its partitions to it."""
+
     member_id: str
     address: str
 
@@ -40,6 +44,8 @@ class AddMember:
 
 @dataclass(frozen=True)
 class RemoveMember:
+    """Decommission a member (or finish its decommission): drain, verify, drop."""
+
     member_id: str
 
     def describe(self) -> str:
@@ -48,6 +54,8 @@ class RemoveMember:
 
 @dataclass(frozen=True)
 class UpdateAddresses:
+    """A new epoch with the addresses that members' pods came back with."""
+
     membership: Membership
 
     def describe(self) -> str:
@@ -56,6 +64,8 @@ class UpdateAddresses:
 
 @dataclass(frozen=True)
 class Wait:
+    """Nothing may change yet, and why."""
+
     reason: str  # a condition reason: Bootstrapping, ScalingUp, ScalingDown, NoNodeAnswers
     message: str
 
@@ -68,6 +78,8 @@ Action = Bootstrap | AddMember | RemoveMember | UpdateAddresses | Wait
 
 @dataclass(frozen=True)
 class MembershipPlan:
+    """The next change (None: the membership matches the spec) and any refusal of the spec."""
+
     action: Action | None
     refusal: str = ""  # why spec.replicas cannot be honoured (the spec is refused, not the cluster)
 
@@ -124,14 +136,14 @@ def plan_membership(
     if membership.epoch == 0:
         return MembershipPlan(_bootstrap(store, replication_factor, membership, serving))
     ordinals = member_ordinals(store, membership)
-    # 1. Finish a change that is under way (after an operator restart, say).
+    # Finish a change that is under way (after an operator restart, say).
     for member in membership.members:
         if member.state == MemberState.JOINING:
             address = serving.get(ordinals.get(member.id, -1), member.address)
             return MembershipPlan(AddMember(member.id, address))
         if member.state == MemberState.LEAVING:
             return MembershipPlan(RemoveMember(member.id))
-    # 2. Members whose pods came back at a new address (pod-ip mode).
+    # Members whose pods came back at a new address (pod-ip mode).
     moved = tuple(
         replace(m, address=serving[ordinals[m.id]])
         for m in membership.members
@@ -144,7 +156,7 @@ def plan_membership(
             UpdateAddresses(replace(membership, epoch=membership.epoch + 1, members=members))
         )
     target, refusal = effective_replicas(replicas, replication_factor, len(membership.members))
-    # 3. Scale up: the lowest missing ordinal joins once its pod is Ready.
+    # Scale up: the lowest missing ordinal joins once its pod is Ready.
     missing = sorted(i for i in range(target) if names.pod(store, i) not in ordinals)
     if missing:
         first = missing[0]
@@ -159,7 +171,7 @@ def plan_membership(
                 Wait("ScalingUp", f"adding {pod} waits until {', '.join(unready)} serve again"), refusal
             )
         return MembershipPlan(AddMember(pod, serving[first]), refusal)
-    # 4. Scale down: the highest ordinal leaves first, while every other member is serving.
+    # Scale down: the highest ordinal leaves first, while every other member is serving.
     extra = sorted((o for o in ordinals.values() if o >= target), reverse=True)
     if extra:
         leaving = names.pod(store, extra[0])

@@ -1,4 +1,7 @@
-"""Reading pod and node objects: readiness, termination, addresses."""
+"""Reading Kubernetes Pod and Node objects: readiness, termination, addresses.
+
+(The kvnode processes in those pods are reached through node_admin.py.)
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvoperator import constants as c
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
-
-
-def format_time(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from kvoperator.timestamps import parse_time
 
 
 def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -33,6 +23,8 @@ def _condition(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
 
 @dataclass(frozen=True)
 class PodView:
+    """One pod of a store's StatefulSet: its ordinal, and what its body says about it."""
+
     name: str
     ordinal: int
     body: Mapping[str, Any]
@@ -84,8 +76,8 @@ class PodView:
         return 0
 
 
-def node_ready(node: Mapping[str, Any] | None) -> bool:
-    """Is a cluster node Ready? A node that is gone counts as not Ready."""
+def cluster_node_ready(node: Mapping[str, Any] | None) -> bool:
+    """Is a Kubernetes Node Ready? A Node that is gone counts as not Ready."""
     if node is None:
         return False
     cond = _condition(node, "Ready")

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Report:
+    """The findings of one pass, in the order the steps made them: the first progress and the
+    first problem become the Progressing and Degraded conditions."""
+
     progressing: list[tuple[str, str]] = field(default_factory=list)
     degraded: list[tuple[str, str]] = field(default_factory=list)
     operation: str = ""

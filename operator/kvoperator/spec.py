@@ -62,6 +62,8 @@ class RestoreSpec:
 
 @dataclass(frozen=True)
 class StoreSpec:
+    """A KVStore's spec, with the CRD's defaults applied."""
+
     replicas: int = 3
     replication_factor: int = 3
     partitions: int = 1024

@@ -1,8 +1,9 @@
-"""Fixtures for the operator tests: kmock as the API server, the simulated cluster, the operator.
+"""Fixtures for the operator tests: kmock as the API server, the simulated cluster, the operator;
+and, for the step and unit tests, a store world over fakes.
 
-Each runs in its own thread with its own event loop; the tests are plain synchronous functions that
-talk to the API server over HTTP (like kubectl) and to the nodes over gRPC, and wait on conditions
-with timeouts.
+The integration fixtures each run in their own thread with their own event loop; those tests are
+plain synchronous functions that talk to the API server over HTTP (like kubectl) and to the nodes
+over gRPC, and wait on conditions with timeouts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kvnode.testing.processes import free_port
 from tests.operator.apiserver import ApiServerThread
 from tests.operator.kubectl import Kubectl
 from tests.operator.sim import ClusterSim
+from tests.operator.steps.world import World
 
 NAMESPACE = "kv-test"
 log = logging.getLogger("tests.operator")
@@ -149,3 +151,9 @@ def operator(api: ApiServerThread, config: OperatorConfig) -> Iterator[OperatorT
         yield runner
     finally:
         runner.stop()
+
+
+@pytest.fixture
+def world() -> World:
+    """A store over the fakes (steps/world.py, steps/fakes.py): no API server, no nodes."""
+    return World()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 import grpc
 from kvoperator import kube
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
 from kvnode.testing.processes import wait_for
@@ -97,10 +99,6 @@ def reasons(kubectl: Kubectl, kind: str = "KVStore", name: str | None = None) ->
 
 def metric(listen: str, name: str, **labels: str) -> float:
     """The value of one sample on the operator's /metrics endpoint (0 when absent)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):

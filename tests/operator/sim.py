@@ -34,6 +34,7 @@ from typing import Any
 
 from kvoperator import kube
 
+from kvnode.testing.convergence import membership_of
 from kvnode.testing.processes import is_serving
 from tests.operator.kubectl import ApiError, Kubectl
 
@@ -184,8 +185,6 @@ class ClusterSim:
 
     def _check_not_member(self, pod_name: str, ordinal: int, store: str) -> None:
         """Record a violation if the pod a scale-down removes is still a member of its cluster."""
-        from kvnode.testing.convergence import membership_of
-
         with self._lock:
             leaving = self.containers.get(pod_name)
             others = [self.containers.get(f"{store}-{i}") for i in range(ordinal)]

@@ -7,11 +7,11 @@ from typing import Any
 
 from kvoperator.conditions import compute_status, merge_conditions, status_changed
 from kvoperator.config import AddressMode, OperatorConfig
-from kvoperator.nodes import Health, NodeHealth
+from kvoperator.node_admin import Health, NodeHealth
+from kvoperator.observation import Observed
 from kvoperator.pods import PodView
 from kvoperator.report import Report
 from kvoperator.spec import parse_store_spec
-from kvoperator.state import Observed
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.core.membership import Member, Membership, MemberState

@@ -13,6 +13,8 @@ from kvoperator import kube
 from kvoperator.config import OperatorConfig
 from kvoperator.context import OperatorContext
 from kvoperator.kube import KubeClient, login
+from kvoperator.reconciler import StoreReconciler
+from kvoperator.steps import STEPS
 
 from kvnode.testing.processes import free_port, wait_for
 from tests.operator.conftest import NAMESPACE, OperatorThread
@@ -131,11 +133,9 @@ def test_every_step_is_idempotent(
     operator.stop()
 
     async def passes() -> tuple[list[str], list[list[str]]]:
-        from kvoperator.steps import STEPS
-
         ctx = OperatorContext.create(operator.config, KubeClient(login()))
         try:
-            reconciler = ctx.reconciler(NAMESPACE, "demo")
+            reconciler = StoreReconciler(ctx, NAMESPACE, "demo")
             first = await reconciler.reconcile_once()
             assert first is not None
             singles = []

@@ -47,7 +47,7 @@ def test_each_pod_repair_path(kubectl: Kubectl, sim: ClusterSim, operator: Opera
     acked = put_keys(sim.address("demo", 0, port), KEYS)
     listen = operator.config.metrics_listen
 
-    # 1. Running, but the node answers nothing (SIGSTOP): deleted after the threshold, restarted.
+    # Running, but the node answers nothing (SIGSTOP): deleted after the threshold, restarted.
     old = pod_uid(kubectl, "demo-1")
     sim.pause("demo-1")
     wait_for(lambda: pod_uid(kubectl, "demo-1") not in ("", old), 30, "demo-1 to be deleted and recreated")
@@ -55,7 +55,7 @@ def test_each_pod_repair_path(kubectl: Kubectl, sim: ClusterSim, operator: Opera
     assert metric(listen, "kvstore_operator_pod_repairs_total", store="demo", kind="restart_unhealthy") == 1
     wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available after the restart")
 
-    # 2. Stuck Terminating on a node that went NotReady (say, a drain of a dead node).
+    # Stuck Terminating on a node that went NotReady (say, a drain of a dead node).
     node = sim.node_of("demo-2")
     sim.set_node_ready(node, False)
     old = pod_uid(kubectl, "demo-2")
@@ -69,7 +69,7 @@ def test_each_pod_repair_path(kubectl: Kubectl, sim: ClusterSim, operator: Opera
     wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available after the force-delete")
     sim.set_node_ready(node, True)
 
-    # 3. The volume is lost: the node comes back empty, rebuilds from its peers, then serves.
+    # The volume is lost: the node comes back empty, rebuilds from its peers, then serves.
     repairs = reasons(kubectl).count("RestartedUnhealthyPod")
     assert "RebuildStarted" not in reasons(kubectl)  # new pods and restarts on a kept volume are no rebuild
     old_container = sim.container("demo-0")

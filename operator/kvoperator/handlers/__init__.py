@@ -1,5 +1,5 @@
 """kopf handlers. Importing this package registers them all with kopf's default registry."""
 
-from kvoperator.handlers import kvbackup, kvstore, pods, startup
+from kvoperator.handlers import child_events, kvbackup, kvstore, startup
 
-__all__ = ["kvbackup", "kvstore", "pods", "startup"]
+__all__ = ["child_events", "kvbackup", "kvstore", "startup"]

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from kvoperator import constants as c
-from kvoperator.handlers.startup import context
+from kvoperator.handlers.startup import context, registry
 
 RESOURCE = (c.GROUP, c.VERSION, c.KVSTORE_PLURAL)
 
@@ -19,8 +19,8 @@ async def reconcile(
 ) -> None:
     """The store's reconcile loop (reconciler.py), until the store is deleted or the operator stops."""
     assert namespace is not None  # KVStores are namespaced
-    ctx = context(memo)
-    reconciler = ctx.reconciler(namespace, name)
+    stores = registry(memo)
+    reconciler = stores.reconciler(namespace, name)
 
     async def wake_on_stop() -> None:
         await stopped.wait()
@@ -31,32 +31,30 @@ async def reconcile(
         await reconciler.run(stopped.is_set)
     finally:
         waker.cancel()
-        ctx.reconcilers.pop((namespace, name), None)
+        stores.forget(namespace, name)
 
 
 @kopf.on.create(*RESOURCE)
 def created(body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     assert namespace is not None
-    ctx = context(memo)
-    ctx.events.normal(body, "Creating", f"building the objects of store {name}")
-    ctx.wake(namespace, name)
+    context(memo).events.normal(body, "Creating", f"building the objects of store {name}")
+    registry(memo).wake(namespace, name)
 
 
 @kopf.on.update(*RESOURCE, field="spec")
 def updated(body: kopf.Body, name: str, namespace: str | None, memo: Any, diff: kopf.Diff, **_: Any) -> None:
     assert namespace is not None
-    ctx = context(memo)
     changes = ", ".join(
         f"{'.'.join(('spec', *(str(f) for f in item.field)))}: {item.old!r} -> {item.new!r}" for item in diff
     )
-    ctx.events.normal(body, "SpecChanged", changes[:900] or "spec changed")
-    ctx.wake(namespace, name)
+    context(memo).events.normal(body, "SpecChanged", changes[:900] or "spec changed")
+    registry(memo).wake(namespace, name)
 
 
 @kopf.on.resume(*RESOURCE)
 def resumed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     assert namespace is not None
-    context(memo).wake(namespace, name)
+    registry(memo).wake(namespace, name)
 
 
 @kopf.on.delete(*RESOURCE)
@@ -65,7 +63,7 @@ async def deleted(body: kopf.Body, name: str, namespace: str | None, memo: Any, 
     the StatefulSet's PVC retention policy decides about the volumes)."""
     assert namespace is not None
     ctx = context(memo)
-    reconciler = ctx.reconcilers.pop((namespace, name), None)
+    reconciler = registry(memo).forget(namespace, name)
     if reconciler is not None:
         await reconciler.cancel_operation()
     ctx.metrics.forget_store(namespace, name)

@@ -1,4 +1,5 @@
-"""Operator start-up and shut-down: kopf settings, API login, metrics endpoint, shared context."""
+"""Operator start-up and shut-down: kopf settings, API login, metrics endpoint, and the shared
+context and store registry that the other handlers find in kopf's memo."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kvoperator import constants as c
 from kvoperator.config import OperatorConfig
 from kvoperator.context import OperatorContext
 from kvoperator.kube import KubeClient, login
+from kvoperator.registry import StoreRegistry
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,14 @@ def context(memo: Any) -> OperatorContext:
     if not isinstance(ctx, OperatorContext):
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     return ctx
+
+
+def registry(memo: Any) -> StoreRegistry:
+    """The reconcilers of the stores, from kopf's memo."""
+    registered = memo.get("stores") if hasattr(memo, "get") else None
+    if not isinstance(registered, StoreRegistry):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return registered
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -60,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         ctx.metrics.serve(config.metrics_listen)
         log.info("metrics at http://%s/metrics", config.metrics_listen)
     memo["ctx"] = ctx
+    memo["stores"] = StoreRegistry(ctx)
     log.info("kvstore-operator started: members addressed by %s", config.address_mode.value)
 
 
@@ -68,7 +79,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
     ctx = memo.get("ctx")
     if not isinstance(ctx, OperatorContext):
         return
-    for reconciler in list(ctx.reconcilers.values()):
+    registered = memo.get("stores")
+    for reconciler in registered if isinstance(registered, StoreRegistry) else ():
         await reconciler.cancel_operation()
     ctx.metrics.stop()
     await ctx.kube.close()
@@ -77,5 +89,5 @@ async def cleanup(memo: Any, **_: Any) -> None:
 @kopf.on.probe(id="stores")
 def stores(memo: Any, **_: Any) -> int:
     """For the liveness endpoint: how many stores this operator reconciles."""
-    ctx = memo.get("ctx")
-    return len(ctx.reconcilers) if isinstance(ctx, OperatorContext) else 0
+    registered = memo.get("stores")
+    return len(registered) if isinstance(registered, StoreRegistry) else 0

@@ -1,4 +1,4 @@
-"""Step 7, backups: create a KVBackup when the schedule is due, and apply retention.
+"""Scheduled backups: create a KVBackup when the schedule is due, and apply retention.
 
 The backup itself runs in the KVBackup handler (handlers/kvbackup.py), the same way for scheduled
 and on-demand backups. Runs missed while the operator was away collapse into one.
@@ -6,12 +6,15 @@ and on-demand backups. Runs missed while the operator was away collapse into one
 
 from __future__ import annotations
 
+import datetime
+
 from kvoperator import kube
-from kvoperator.backups import prune
 from kvoperator.builders.backup import build_scheduled_backup
 from kvoperator.cron import ScheduleError, parse_schedule
-from kvoperator.pods import format_time, parse_time
-from kvoperator.reconciler import Pass
+from kvoperator.passes import Pass
+from kvoperator.retention import prune
+from kvoperator.spec import BackupSpec
+from kvoperator.timestamps import format_time, parse_time
 
 
 async def run(p: Pass) -> None:
@@ -33,40 +36,39 @@ async def run(p: Pass) -> None:
         since = parse_time(state.get("lastScheduleTime")) or parse_time(
             observed.store["metadata"].get("creationTimestamp")
         )
-        if since is None:
-            since = p.now
-        due = schedule.last_due(since, p.now)
+        due = schedule.last_due(since or p.now, p.now)
         if due is not None:
-            body = build_scheduled_backup(p.store, due)
-            try:
-                await p.ctx.kube.create(kube.KVBACKUPS, observed.namespace, body)
-                p.report.wrote(f"created KVBackup {body['metadata']['name']}")
-                p.ctx.events.normal(
-                    p.store,
-                    "BackupScheduled",
-                    f"KVBackup {body['metadata']['name']} (schedule {backup.schedule!r})",
-                )
-            except kube.Conflict:
-                pass  # created by an earlier pass that did not get to record it
-            await p.ctx.kube.patch(
-                kube.KVSTORES,
-                observed.namespace,
-                observed.name,
-                {
-                    "status": {
-                        "backup": {
-                            "lastScheduleTime": format_time(due),
-                            "lastScheduledBackup": body["metadata"]["name"],
-                        }
-                    }
-                },
-                subresource="status",
-            )
+            await _schedule(p, backup, due)
+    await _retention(p, backup)
+
+
+async def _schedule(p: Pass, backup: BackupSpec, due: datetime.datetime) -> None:
+    """Create the KVBackup of the run due at ``due``, and record the run."""
+    observed = p.observed
+    body = build_scheduled_backup(p.store, due)
+    name = body["metadata"]["name"]
+    try:
+        await p.ctx.kube.create(kube.KVBACKUPS, observed.namespace, body)
+        p.report.wrote(f"created KVBackup {name}")
+        p.ctx.events.normal(p.store, "BackupScheduled", f"KVBackup {name} (schedule {backup.schedule!r})")
+    except kube.Conflict:
+        pass  # created by an earlier pass that did not get to record it
+    recorded = {"lastScheduleTime": format_time(due), "lastScheduledBackup": name}
+    await p.ctx.kube.patch(
+        kube.KVSTORES,
+        observed.namespace,
+        observed.name,
+        {"status": {"backup": recorded}},
+        subresource="status",
+    )
+
+
+async def _retention(p: Pass, backup: BackupSpec) -> None:
+    observed = p.observed
     serving = observed.serving_addresses(p.ctx.config)
     if not serving:
         return
-    deleted = await prune(p.ctx, observed, backup, serving[min(serving)])
-    for backup_id in deleted:
+    for backup_id in await prune(p.ctx, observed, backup, serving[min(serving)]):
         p.report.wrote(f"pruned backup {backup_id}")
         p.ctx.metrics.backups_pruned.labels(observed.namespace, observed.name).inc()
         p.ctx.events.normal(

@@ -1,93 +1,91 @@
-"""Step 5, membership: bootstrap, add and remove members one at a time, through Reconfigurer.
+"""Membership: bootstrap, add and remove members one at a time, through Reconfigurer.
 
 The decision is ``plan.plan_membership`` over the membership the nodes hold; the change runs as the
 store's background operation. Every change is resumable: an operator that restarts finds a JOINING
-or LEAVING member in the nodes' membership and finishes that change before anything else.
+or LEAVING member in the nodes' membership and finishes that change before anything else. A failed
+change is retried after a back-off kept in the status (``retries``, operation ``membership``), and
+the scale-down refusal last announced is kept there too, so a restart neither hurries a retry nor
+announces a refusal again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from kvnode.core.errors import FailedPrecondition
 from kvoperator import plan
-from kvoperator.reconciler import Operation, Pass
+from kvoperator.node_admin import MembershipChanger
+from kvoperator.operation import Operation, Work
+from kvoperator.passes import Pass
 
+OPERATION = "membership"
 FAILURE_BACKOFF = 5.0
+
+REASONS: dict[type, str] = {
+    plan.Bootstrap: "Bootstrapping",
+    plan.AddMember: "ScalingUp",
+    plan.RemoveMember: "ScalingDown",
+    plan.UpdateAddresses: "UpdatingAddresses",
+}
+KINDS: dict[type, str] = {
+    plan.Bootstrap: "bootstrap",
+    plan.AddMember: "add",
+    plan.RemoveMember: "remove",
+    plan.UpdateAddresses: "address",
+}
 
 
 async def run(p: Pass) -> None:
     observed = p.observed
     spec = observed.spec
-    reconciler = p.reconciler
     if spec is None:
         p.report.degrade("InvalidSpec", observed.spec_error)
         return
-    ours = reconciler.operation is not None and reconciler.operation.kind == "membership"
-    finished = reconciler.collect_operation() if ours else None
+    finished = p.operations.collect(OPERATION)
     if finished is not None:
-        op, error = finished
-        _finished(p, op, error)
-    if reconciler.operation is not None:  # running, or another step's to collect
-        p.report.operation = reconciler.operation.describe()
-        p.report.progress(reconciler.operation.reason, reconciler.operation.describe())
+        _finished(p, *finished)
+    current = p.operations.current
+    if current is not None:  # running, or another step's to collect
+        p.report.operation = current.describe()
+        p.report.progress(current.reason, current.describe())
         return
     serving = observed.serving_addresses(p.ctx.config)
     decision = plan.plan_membership(
         observed.name, spec.replicas, spec.replication_factor, observed.membership, serving
     )
-    if decision.refusal:
-        p.report.degrade("ScaleDownRefused", decision.refusal)
-        if reconciler.refusal != decision.refusal:
-            p.ctx.events.warning(p.store, "ScaleDownRefused", decision.refusal)
-            p.ctx.metrics.scale_down_refusals.labels(observed.namespace, observed.name).inc()
-    reconciler.refusal = decision.refusal
-    if reconciler.last_failure is not None:
-        p.report.degrade(*reconciler.last_failure)
+    _refusal(p, decision.refusal)
+    failure = p.memory.failure(OPERATION)
+    if failure is not None:
+        p.report.degrade(failure.reason, failure.message)
     action = decision.action
     if action is None:
-        reconciler.last_failure = None
+        p.memory.clear_failure(OPERATION, p.now)
         return
     if isinstance(action, plan.Wait):
         p.report.progress(action.reason, action.message)
         return
-    if time.monotonic() < reconciler.retry_after:
-        p.report.progress(_reason(action), f"{action.describe()} (retrying shortly)")
+    reason = REASONS[type(action)]
+    if not p.memory.may_start(OPERATION, p.now):
+        p.report.progress(reason, f"{action.describe()} (retrying shortly)")
         return
-    seeds = list(serving.values())
-    op = reconciler.start_operation(
-        "membership", _reason(action), action.describe(), _work(p, action, seeds), label=_kind(action)
-    )
+    work = _work(p, action, list(serving.values()))
+    op = p.operations.start(OPERATION, reason, action.describe(), work, label=KINDS[type(action)])
     p.report.operation = op.describe()
-    p.report.progress(_reason(action), action.describe())
+    p.report.progress(reason, action.describe())
 
 
-def _reason(action: plan.Action) -> str:
-    if isinstance(action, plan.Bootstrap):
-        return "Bootstrapping"
-    if isinstance(action, plan.AddMember):
-        return "ScalingUp"
-    if isinstance(action, plan.RemoveMember):
-        return "ScalingDown"
-    if isinstance(action, plan.UpdateAddresses):
-        return "UpdatingAddresses"
-    return action.reason
+def _refusal(p: Pass, refusal: str) -> None:
+    """Report a refused scale-down; announce each new refusal once (an event and the metric)."""
+    if refusal:
+        p.report.degrade("ScaleDownRefused", refusal)
+        if p.memory.scale_down_refusal != refusal:
+            p.ctx.events.warning(p.store, "ScaleDownRefused", refusal)
+            p.ctx.metrics.scale_down_refusals.labels(p.observed.namespace, p.observed.name).inc()
+    p.memory.scale_down_refusal = refusal
 
 
-def _kind(action: plan.Action) -> str:
-    return {
-        plan.Bootstrap: "bootstrap",
-        plan.AddMember: "add",
-        plan.RemoveMember: "remove",
-        plan.UpdateAddresses: "address",
-    }.get(type(action), "wait")
-
-
-def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Callable[[Operation], Awaitable[None]]:
+def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Work:
     ctx = p.ctx
-    store = p.store
-    events = ctx.events
 
     async def work(op: Operation) -> None:
         def progress(message: str) -> None:
@@ -95,53 +93,48 @@ def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Callable[[Operation
 
         started = time.monotonic()
         async with ctx.admin.reconfigurer(seeds, progress) as reconfig:
-            if isinstance(action, plan.Bootstrap):
-                await reconfig.install(action.membership)
-                events.normal(
-                    store,
-                    "Bootstrapped",
-                    f"membership epoch 1: {', '.join(m.id for m in action.membership.members)}",
-                )
-            elif isinstance(action, plan.AddMember):
-                events.normal(
-                    store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it"
-                )
-                result = await reconfig.add(action.member_id, action.address)
-                events.normal(
-                    store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})"
-                )
-            elif isinstance(action, plan.RemoveMember):
-                events.normal(
-                    store,
-                    "MemberLeaving",
-                    f"{action.member_id} is decommissioned: its data drains to the other members",
-                )
-                result = await reconfig.remove(action.member_id)
-                events.normal(
-                    store,
-                    "MemberRemoved",
-                    f"{action.member_id} left after its data was drained and verified (epoch {result.epoch})",
-                )
-            elif isinstance(action, plan.UpdateAddresses):
-                await reconfig.install(action.membership)
-                events.normal(store, "MemberAddressesUpdated", f"membership epoch {action.membership.epoch}")
-        ctx.metrics.membership_change_duration.labels(_kind(action)).observe(time.monotonic() - started)
+            await _change(p, reconfig, action)
+        ctx.metrics.membership_change_duration.labels(KINDS[type(action)]).observe(time.monotonic() - started)
 
     return work
 
 
+async def _change(p: Pass, reconfig: MembershipChanger, action: plan.Action) -> None:
+    """Make the change, with an event before and after it."""
+    store, events = p.store, p.ctx.events
+    if isinstance(action, plan.Bootstrap):
+        await reconfig.install(action.membership)
+        members = ", ".join(m.id for m in action.membership.members)
+        events.normal(store, "Bootstrapped", f"membership epoch 1: {members}")
+    elif isinstance(action, plan.AddMember):
+        events.normal(store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it")
+        result = await reconfig.add(action.member_id, action.address)
+        events.normal(store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})")
+    elif isinstance(action, plan.RemoveMember):
+        events.normal(
+            store,
+            "MemberLeaving",
+            f"{action.member_id} is decommissioned: its data drains to the other members",
+        )
+        result = await reconfig.remove(action.member_id)
+        events.normal(
+            store,
+            "MemberRemoved",
+            f"{action.member_id} left after its data was drained and verified (epoch {result.epoch})",
+        )
+    elif isinstance(action, plan.UpdateAddresses):
+        await reconfig.install(action.membership)
+        events.normal(store, "MemberAddressesUpdated", f"membership epoch {action.membership.epoch}")
+
+
 def _finished(p: Pass, op: Operation, error: BaseException | None) -> None:
-    reconciler = p.reconciler
     observed = p.observed
-    kind = op.label
     if error is None:
-        reconciler.last_failure = None
-        reconciler.retry_after = 0.0
-        p.ctx.metrics.membership_changes.labels(observed.namespace, observed.name, kind).inc()
+        p.memory.succeeded(OPERATION)
+        p.ctx.metrics.membership_changes.labels(observed.namespace, observed.name, op.label).inc()
         return
     message = f"{op.description} failed: {error}"
-    refused = isinstance(error, FailedPrecondition)
-    reconciler.last_failure = ("MembershipChangeRefused" if refused else "MembershipChangeFailed", message)
-    reconciler.retry_after = time.monotonic() + FAILURE_BACKOFF
-    p.ctx.metrics.membership_change_failures.labels(observed.namespace, observed.name, kind).inc()
+    reason = "MembershipChangeRefused" if isinstance(error, FailedPrecondition) else "MembershipChangeFailed"
+    p.memory.failed(OPERATION, p.now, FAILURE_BACKOFF, reason, message)
+    p.ctx.metrics.membership_change_failures.labels(observed.namespace, observed.name, op.label).inc()
     p.ctx.events.warning(p.store, "MembershipChangeFailed", f"{message}; it will be retried")

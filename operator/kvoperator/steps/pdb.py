@@ -1,12 +1,13 @@
-"""Step 4, PDB: at most maxUnavailable pods evicted at a time (deleted when spec turns it off)."""
+"""The PodDisruptionBudget: at most maxUnavailable pods evicted at a time (deleted when the spec
+turns it off)."""
 
 from __future__ import annotations
 
 from kvoperator import kube, names
 from kvoperator.builders.common import is_owned_by
 from kvoperator.builders.pdb import build_pdb
-from kvoperator.reconciler import Pass
-from kvoperator.steps.children import ensure
+from kvoperator.children import ensure
+from kvoperator.passes import Pass
 
 
 async def run(p: Pass) -> None:

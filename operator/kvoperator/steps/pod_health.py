@@ -1,35 +1,35 @@
-"""Step 8, pod health: repair pods that Kubernetes alone would leave broken.
+"""Pod health: repair pods that Kubernetes alone would leave broken.
 
 * A pod stuck Terminating on a node that is NotReady (its kubelet cannot confirm the deletion) is
   force-deleted once ``stuck_terminating_grace`` has passed its deletion deadline, so that the
   StatefulSet can create it again elsewhere.
 * A pod whose container is Running but whose node fails gRPC health checks for longer than
-  ``unhealthy_pod_threshold`` is deleted, so that it restarts. A node that is rebuilding a lost
-  volume from its peers is NOT_SERVING on purpose: it counts as healthy and is left alone. Its
-  rebuild is reported (events RebuildStarted and RebuildFinished, and ``kind="rebuild"`` in the
-  repair metric), since the store runs on fewer replicas of its data until it ends.
+  ``unhealthy_pod_threshold`` is deleted, so that it restarts. Since when it fails is kept in the
+  status (``podHealth[].failingSince``), so an operator restart does not start the count again. A
+  node that is rebuilding a lost volume from its peers is NOT_SERVING on purpose: it counts as
+  healthy and is left alone. Its rebuild is reported (events RebuildStarted and RebuildFinished,
+  and ``kind="rebuild"`` in the repair metric), since the store runs on fewer replicas of its data
+  until it ends.
 
 At most one pod is repaired per pass, and each repair is an event and a metric.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 from kvoperator import kube
-from kvoperator.nodes import NodeHealth
-from kvoperator.pods import PodView, node_ready
-from kvoperator.reconciler import Pass
+from kvoperator.memory import PodRecord, RebuildReported
+from kvoperator.node_admin import NodeHealth
+from kvoperator.passes import Pass
+from kvoperator.pods import PodView, cluster_node_ready
 
 
 async def run(p: Pass) -> None:
     observed = p.observed
     config = p.ctx.config
-    reconciler = p.reconciler
-    now_mono = time.monotonic()
-    seen: set[str] = set()
+    memory = p.memory
     for pod in sorted(observed.pods.values(), key=lambda pod: pod.ordinal):
-        seen.add(pod.uid)
         if pod.terminating:
             if config.stuck_terminating_grace > 0 and await _stuck(p, pod):
                 await _force_delete(p, pod)
@@ -37,35 +37,32 @@ async def run(p: Pass) -> None:
             continue
         probe = observed.probes.get(pod.name)
         if not pod.running or probe is None:
-            reconciler.unhealthy_since.pop(pod.uid, None)
+            memory.healthy(pod.name)
             continue
-        _track_rebuild(p, pod, probe)
+        record = _report_rebuild(p, pod, probe, memory.pod(pod.name, pod.uid, pod.restart_count))
         if probe.rebuilding:
             p.report.progress("Rebuilding", f"{pod.name} is rebuilding its data from its peers")
         if probe.healthy:
-            reconciler.unhealthy_since.pop(pod.uid, None)
+            memory.healthy(pod.name)
             continue
-        # Keyed by the container's start too: a node the kubelet just restarted gets the whole
-        # threshold to come up (its Python start and storage checks take seconds on a busy node).
-        start, since = reconciler.unhealthy_since.get(pod.uid, (-1, now_mono))
-        if start != pod.restart_count:
-            since = now_mono
-        reconciler.unhealthy_since[pod.uid] = (pod.restart_count, since)
-        failing = now_mono - since
-        p.report.degrade(
-            "MemberUnhealthy",
-            f"{pod.name} fails health checks for {failing:.0f}s: {probe.error or probe.health.value}",
-        )
+        # A record is about one start of the container: a node the kubelet just restarted gets the
+        # whole threshold to come up (its Python start and storage checks take seconds on a busy node).
+        record = replace(record, failing_since=record.failing_since or p.now)
+        memory.keep_pod(record)
+        assert record.failing_since is not None
+        failing = (p.now - record.failing_since).total_seconds()
+        why = probe.error or probe.health.value
+        p.report.degrade("MemberUnhealthy", f"{pod.name} fails health checks for {failing:.0f}s: {why}")
         if config.unhealthy_pod_threshold > 0 and failing >= config.unhealthy_pod_threshold:
-            await _restart(p, pod, failing, probe.error or probe.health.value)
+            await _restart(p, pod, failing, why)
+            memory.healthy(pod.name)
             return
-    for uid in list(reconciler.unhealthy_since):
-        if uid not in seen:
-            del reconciler.unhealthy_since[uid]
-    pods = {pod.name for pod in observed.pods.values()}
-    for name in list(reconciler.rebuilds):
-        if name not in pods:
-            del reconciler.rebuilds[name]
+    memory.forget_pods_except({pod.name for pod in observed.pods.values()})
+    _report_readiness(p)
+
+
+def _report_readiness(p: Pass) -> None:
+    observed = p.observed
     members = observed.member_ids()  # pods of known members are not "starting", even if none answers
     ready = {pod.name for pod in observed.pods.values() if pod.ready}
     down = sorted(members - ready)
@@ -85,7 +82,7 @@ async def _stuck(p: Pass, pod: PodView) -> bool:
     if pod.node_name is None:
         return True  # never scheduled: nothing can confirm its deletion
     node = await p.ctx.kube.get(kube.NODES, None, pod.node_name)
-    return not node_ready(node)
+    return not cluster_node_ready(node)
 
 
 async def _force_delete(p: Pass, pod: PodView) -> None:
@@ -104,7 +101,6 @@ async def _force_delete(p: Pass, pod: PodView) -> None:
 async def _restart(p: Pass, pod: PodView, failing: float, why: str) -> None:
     observed = p.observed
     await p.ctx.kube.delete(kube.PODS, observed.namespace, pod.name, uid=pod.uid)
-    p.reconciler.unhealthy_since.pop(pod.uid, None)
     message = (
         f"deleted {pod.name} to restart it: Running but failing gRPC health checks for {failing:.0f}s ({why})"
     )
@@ -113,25 +109,23 @@ async def _restart(p: Pass, pod: PodView, failing: float, why: str) -> None:
     p.ctx.events.warning(p.store, "RestartedUnhealthyPod", message)
 
 
-def _track_rebuild(p: Pass, pod: PodView, probe: NodeHealth) -> None:
-    """Post RebuildStarted and RebuildFinished once per rebuild, and count it.
+def _report_rebuild(p: Pass, pod: PodView, probe: NodeHealth, record: PodRecord) -> PodRecord:
+    """Post RebuildStarted and RebuildFinished once per rebuild, and count it; returns the record
+    with what was reported.
 
     A node reports its rebuild in ``Admin.Status``: ``rebuilding`` while it runs, and its transfer
     (kind ``rebuild``), which stays after it ends, so a rebuild that starts and ends between two
     passes (a small store rebuilds in milliseconds) is still seen. A rebuild is one start of the
-    node container (pod uid and restart count). The record is in memory: after an operator restart,
-    a rebuild of a node that has not restarted since may be reported once more. A new pod that is
-    not yet a member holds no partitions (``partitions_total`` 0): that is no rebuild.
+    node container, as the record is. A new pod that is not yet a member holds no partitions
+    (``partitions_total`` 0): that is no rebuild.
     """
     status = probe.status
     if status is None or status.transfer.kind != "rebuild" or status.transfer.partitions_total == 0:
-        return
+        return record
     observed = p.observed
     transfer = status.transfer
-    key = f"{pod.uid}/{pod.restart_count}"
-    reported, finished = p.reconciler.rebuilds.get(pod.name, ("", False))
-    if reported != key:
-        finished = False
+    if record.rebuild is None:
+        record = replace(record, rebuild=RebuildReported.STARTED)
         p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "rebuild").inc()
         p.ctx.events.warning(
             p.store,
@@ -139,12 +133,13 @@ def _track_rebuild(p: Pass, pod: PodView, probe: NodeHealth) -> None:
             f"{pod.name} started with an empty data volume: it copies its {transfer.partitions_total} "
             "partitions from its peers and serves again once done",
         )
-    if not finished and not status.rebuilding:
-        finished = True
+    if record.rebuild is RebuildReported.STARTED and not status.rebuilding:
+        record = replace(record, rebuild=RebuildReported.FINISHED)
         p.ctx.events.normal(
             p.store,
             "RebuildFinished",
             f"{pod.name} rebuilt {transfer.partitions_done} of {transfer.partitions_total} partitions "
             f"from its peers ({transfer.records_copied} records) and serves again",
         )
-    p.reconciler.rebuilds[pod.name] = (key, finished)
+    p.memory.keep_pod(record)
+    return record

@@ -1,78 +1,27 @@
-"""Step 6, restore: replay ``spec.restoreFrom`` into a new store once, when its cluster is up.
+"""Restore: replay ``spec.restoreFrom`` into a new store once, when its cluster is up.
 
 The backup's records go through the cluster's ordinary write path (Admin.Restore on one node) with
 their original versions, so a backup restores into a store of any size. Until it is done the store
-reports phase Restoring and Available=False.
+reports phase Restoring and Available=False. The backup is the one the observation resolved. A
+failed restore is retried after a back-off of its own (``retries``, operation ``restore``), so it
+never holds up a membership change.
 """
 
 from __future__ import annotations
 
-import datetime
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kvnode.core.membership import MemberState
 from kvoperator import kube
+from kvoperator.folders import restore_directory
+from kvoperator.operation import Operation, Work
+from kvoperator.passes import Pass
 from kvoperator.plan import member_ordinals
-from kvoperator.pods import format_time
-from kvoperator.reconciler import Operation, Pass
+from kvoperator.restore_source import RestoreSource
+from kvoperator.timestamps import format_time, utc_now
 
+OPERATION = "restore"
 FAILURE_BACKOFF = 10.0
-
-
-@dataclass(frozen=True)
-class RestoreSource:
-    backup_id: str
-    claim_name: str
-    path: str  # the backup's folder inside its volume
-
-
-async def resolve_source(p: Pass) -> tuple[RestoreSource | None, str]:
-    """The backup that spec.restoreFrom names, or None and why not."""
-    spec = p.observed.spec
-    if spec is None or spec.restore_from is None:
-        return None, "no restoreFrom"
-    source = spec.restore_from
-    if source.backup_id:
-        return RestoreSource(source.backup_id, source.claim_name, source.path.strip("/")), ""
-    backup = await p.ctx.kube.get(kube.KVBACKUPS, p.observed.namespace, source.backup_name)
-    if backup is None:
-        return None, f"KVBackup {source.backup_name} does not exist"
-    status = backup.get("status") or {}
-    if status.get("phase") != "Succeeded" or not status.get("verified"):
-        phase = status.get("phase", "Pending")
-        return None, f"KVBackup {source.backup_name} is not a verified backup (phase {phase})"
-    return (
-        RestoreSource(
-            str(status["backupId"]),
-            source.claim_name or str(status.get("claimName", "")),
-            source.path.strip("/") or str(status.get("directory", "")).strip("/"),
-        ),
-        "",
-    )
-
-
-async def restore_claim(p: Pass) -> str | None:
-    """The claim the pods must mount for the restore (None when nothing is to be restored)."""
-    spec = p.observed.spec
-    if spec is None or spec.restore_from is None:
-        return None
-    source, _ = await resolve_source(p)
-    return source.claim_name if source and source.claim_name else None
-
-
-def restore_directory(p: Pass, source: RestoreSource) -> str:
-    """Where the nodes see the backup's folder: in the store's own backup volume if it is the same
-    claim, else in the read-only restore mount."""
-    spec = p.observed.spec
-    config = p.ctx.config
-    if spec is not None and spec.backup is not None and spec.backup.claim_name == source.claim_name:
-        root = config.backup_path
-    else:
-        root = config.restore_path
-    return f"{root.rstrip('/')}/{source.path}" if source.path else root
 
 
 async def run(p: Pass) -> None:
@@ -80,33 +29,59 @@ async def run(p: Pass) -> None:
     spec = observed.spec
     if spec is None or spec.restore_from is None:
         return
-    done = (observed.status.get("restore") or {}).get("phase") == "Succeeded"
-    reconciler = p.reconciler
-    op = reconciler.operation
-    if op is not None and op.kind == "restore":
-        if not op.task.done():
-            p.report.restore_pending = True
-            p.report.operation = op.describe()
-            p.report.progress("Restoring", op.describe())
-            return
-        finished = reconciler.collect_operation()
-        if finished is not None and finished[1] is not None:
-            reconciler.retry_after = time.monotonic() + FAILURE_BACKOFF
-        return  # the operation wrote the outcome to status; the next pass reads it
-    if done:
+    op = p.operations.current
+    if op is not None and op.kind == OPERATION:
+        _follow(p, op)
+        return
+    if (observed.status.get("restore") or {}).get("phase") == "Succeeded":
         return
     p.report.restore_pending = True
     previous = observed.status.get("restore") or {}
     if previous.get("phase") == "Failed":
         p.report.degrade("RestoreFailed", str(previous.get("message", "")))
+    address = _restoring_member(p)
+    if address is None:
+        return
+    source = observed.restore_source
+    if source is None:
+        p.report.degrade("RestoreSourceMissing", observed.restore_missing)
+        return
+    directory = restore_directory(spec, p.ctx.config, source)
+    description = f"restoring backup {source.backup_id}"
+    p.operations.start(OPERATION, "Restoring", description, _work(p, source, address, directory))
+    p.report.progress("Restoring", description)
+
+
+def _follow(p: Pass, op: Operation) -> None:
+    """Report the running restore, or collect the finished one (it wrote its outcome to the status;
+    the next pass reads it there)."""
+    if not op.task.done():
+        p.report.restore_pending = True
+        p.report.operation = op.describe()
+        p.report.progress("Restoring", op.describe())
+        return
+    finished = p.operations.collect(OPERATION)
+    if finished is None:
+        return
+    error = finished[1]
+    if error is None:
+        p.memory.succeeded(OPERATION)
+    else:
+        p.memory.failed(OPERATION, p.now, FAILURE_BACKOFF, "RestoreFailed", str(error))
+
+
+def _restoring_member(p: Pass) -> str | None:
+    """The member to run the restore on, once the membership is settled, every member is active
+    and serves, and nothing else runs; None (with the reason reported) until then."""
+    observed = p.observed
     membership = observed.membership
-    serving = observed.serving_addresses(p.ctx.config)
     if membership is None or membership.epoch == 0 or membership.in_transition:
         p.report.progress("Restoring", "the restore waits for the membership to settle")
-        return
-    if reconciler.operation is not None or time.monotonic() < reconciler.retry_after:
+        return None
+    if p.operations.current is not None or not p.memory.may_start(OPERATION, p.now):
         p.report.progress("Restoring", "the restore waits for the store's current operation")
-        return
+        return None
+    serving = observed.serving_addresses(p.ctx.config)
     ordinals = member_ordinals(observed.name, membership)
     if (
         len(ordinals) < len(membership.members)
@@ -114,25 +89,15 @@ async def run(p: Pass) -> None:
         or any(o not in serving for o in ordinals.values())
     ):
         p.report.progress("Restoring", "the restore waits for every member to serve")
-        return
-    source, why = await resolve_source(p)
-    if source is None:
-        p.report.degrade("RestoreSourceMissing", why)
-        return
-    address = serving[min(ordinals.values())]
-    directory = restore_directory(p, source)
-    reconciler.start_operation(
-        "restore", "Restoring", f"restoring backup {source.backup_id}", _work(p, source, address, directory)
-    )
-    p.report.progress("Restoring", f"restoring backup {source.backup_id}")
+        return None
+    return serving[min(ordinals.values())]
 
 
-def _work(
-    p: Pass, source: RestoreSource, address: str, directory: str
-) -> Callable[[Operation], Awaitable[None]]:
+def _work(p: Pass, source: RestoreSource, address: str, directory: str) -> Work:
     ctx = p.ctx
     store = p.store
     namespace, name = p.observed.namespace, p.observed.name
+    started = format_time(p.now)
 
     async def patch(restore: dict[str, Any]) -> None:
         await ctx.kube.patch(
@@ -141,7 +106,7 @@ def _work(
 
     async def work(op: Operation) -> None:
         base = {"backupId": source.backup_id, "directory": directory}
-        await patch({**base, "phase": "Running", "startTime": format_time(p.now), "message": ""})
+        await patch({**base, "phase": "Running", "startTime": started, "message": ""})
         ctx.events.normal(store, "RestoreStarted", f"replaying backup {source.backup_id} from {directory}")
         try:
             reply = await ctx.admin.restore(address, directory, source.backup_id)
@@ -158,7 +123,7 @@ def _work(
                 "phase": "Succeeded",
                 "keys": int(reply.keys),
                 "records": int(reply.records),
-                "completionTime": format_time(datetime.datetime.now(datetime.UTC)),
+                "completionTime": format_time(utc_now()),
                 "message": f"replayed {reply.records} records ({reply.keys} live keys)",
             }
         )

@@ -1,11 +1,11 @@
-"""Step 2, services: the headless Service (per-pod DNS for peers) and the client Service."""
+"""The headless Service (per-pod DNS for peers) and the client Service."""
 
 from __future__ import annotations
 
 from kvoperator import kube
 from kvoperator.builders.services import build_client_service, build_headless_service
-from kvoperator.reconciler import Pass
-from kvoperator.steps.children import ensure
+from kvoperator.children import ensure
+from kvoperator.passes import Pass
 
 MANAGED = ["/spec/selector", "/spec/ports", "/spec/publishNotReadyAddresses", "/spec/type"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from kvoperator import constants as c
-from kvoperator.handlers.startup import context
+from kvoperator.handlers.startup import registry
 
 MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
 
@@ -17,4 +17,4 @@ MANAGED = {c.LABEL_MANAGED_BY: c.MANAGER}
 def child_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
     store = labels.get(c.LABEL_STORE)
     if store and namespace:
-        context(memo).wake(namespace, store)
+        registry(memo).wake(namespace, store)

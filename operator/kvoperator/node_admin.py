@@ -1,7 +1,9 @@
-"""Talking to the nodes: gRPC health, the Admin service, and membership changes via Reconfigurer.
+"""Talking to the kvnode processes: gRPC health, the Admin service, and membership changes through
+Reconfigurer.
 
 Every call opens its own channel and closes it: pods come and go with new addresses, and a channel
-kept for each would live on after its pod."""
+kept for each would live on after its pod. (Kubernetes pods and nodes, the objects, are pods.py.)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client.admin import AsyncAdmin
@@ -21,6 +25,8 @@ Progress = Callable[[str], None]
 
 
 class Health(enum.Enum):
+    """A node's answer to the readiness health check (or none)."""
+
     SERVING = "Serving"
     NOT_SERVING = "NotServing"
     UNREACHABLE = "Unreachable"
@@ -44,7 +50,44 @@ class NodeHealth:
         return self.health is Health.SERVING or self.rebuilding
 
 
+class MembershipChanger(Protocol):
+    """The part of :class:`Reconfigurer` the membership step drives."""
+
+    async def install(self, membership: Membership, extra: Sequence[str] = ()) -> None: ...
+
+    async def add(self, member_id: str, address: str) -> Membership: ...
+
+    async def remove(self, member_id: str) -> Membership: ...
+
+
+class NodeAdminApi(Protocol):
+    """What the operator asks of the nodes. :class:`NodeAdmin` asks over gRPC; the step tests use
+    a fake that answers from memory."""
+
+    async def probe_all(self, addresses: dict[str, str]) -> dict[str, NodeHealth]: ...
+
+    async def membership(self, addresses: Sequence[str]) -> Membership | None: ...
+
+    def reconfigurer(
+        self, seeds: Sequence[str], progress: Progress | None = None
+    ) -> AbstractAsyncContextManager[MembershipChanger]: ...
+
+    async def backup(self, address: str, directory: str, backup_id: str) -> admin_pb2.BackupManifest: ...
+
+    async def verify(
+        self, address: str, directory: str, backup_id: str, node_id: str = ""
+    ) -> admin_pb2.VerifyBackupResponse: ...
+
+    async def list_backups(self, address: str, directory: str) -> list[admin_pb2.BackupSummary]: ...
+
+    async def delete_backup(self, address: str, directory: str, backup_id: str) -> bool: ...
+
+    async def restore(self, address: str, directory: str, backup_id: str) -> admin_pb2.RestoreResponse: ...
+
+
 class NodeAdmin:
+    """:class:`NodeAdminApi` over gRPC, with the operator's deadlines for each kind of call."""
+
     def __init__(
         self, *, timeout: float, health_timeout: float, transfer_timeout: float, backup_timeout: float
     ):
@@ -69,9 +112,11 @@ class NodeAdmin:
                 return NodeHealth(health, error=str(exc))
         return NodeHealth(health, status)
 
-    async def status(self, address: str, timeout: float | None = None) -> admin_pb2.StatusResponse:
-        async with self._admin(timeout) as admin:
-            return await admin.status(address)
+    async def probe_all(self, addresses: dict[str, str]) -> dict[str, NodeHealth]:
+        """Probe every ``name -> address`` at once."""
+        names = list(addresses)
+        results = await asyncio.gather(*(self.probe(addresses[n]) for n in names))
+        return dict(zip(names, results, strict=True))
 
     async def membership(self, addresses: Sequence[str]) -> Membership | None:
         """The newest membership any of ``addresses`` holds (asked in parallel, with the health
@@ -91,10 +136,6 @@ class NodeAdmin:
             seeds, timeout=self.timeout, transfer_timeout=self.transfer_timeout, progress=progress
         ) as reconfig:
             yield reconfig
-
-    async def install(self, membership: Membership, seeds: Sequence[str], extra: Sequence[str] = ()) -> None:
-        async with self.reconfigurer(seeds) as reconfig:
-            await reconfig.install(membership, extra)
 
     async def backup(self, address: str, directory: str, backup_id: str) -> admin_pb2.BackupManifest:
         async with self._admin(self.backup_timeout) as admin:
@@ -117,9 +158,3 @@ class NodeAdmin:
     async def restore(self, address: str, directory: str, backup_id: str) -> admin_pb2.RestoreResponse:
         async with self._admin(self.backup_timeout) as admin:
             return await admin.restore(directory, backup_id, consistency="QUORUM", address=address)
-
-    async def probe_all(self, addresses: dict[str, str]) -> dict[str, NodeHealth]:
-        """Probe every ``name -> address`` at once."""
-        names = list(addresses)
-        results = await asyncio.gather(*(self.probe(addresses[n]) for n in names))
-        return dict(zip(names, results, strict=True))

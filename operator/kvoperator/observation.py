@@ -1,29 +1,31 @@
 """One observation of a store: its objects in the cluster and what its nodes report.
 
 Every reconcile pass starts from a fresh observation, so the operator's decisions depend only on
-the cluster and the nodes (plus the CR's status), never on memory that a restart would lose.
+the cluster, the nodes and the CR's status (where what a decision must remember is kept:
+memory.py), never on memory in the operator process that a restart would lose. What several steps
+need (the StatefulSet's target size, the restore source) is computed here once per pass.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvnode.core.membership import Membership
-from kvoperator import kube, names
+from kvoperator import kube, names, plan
 from kvoperator.config import OperatorConfig
-from kvoperator.nodes import NodeAdmin, NodeHealth
+from kvoperator.node_admin import NodeAdminApi, NodeHealth
 from kvoperator.pods import PodView
+from kvoperator.restore_source import RestoreSource, resolve
 from kvoperator.spec import SpecError, StoreSpec, parse_store_spec
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class Observed:
+    """A store as one pass found it: its CR, StatefulSet and pods, what its nodes answered, and
+    the backup ``spec.restoreFrom`` names."""
+
     store: dict[str, Any]
     spec: StoreSpec | None
     spec_error: str = ""
@@ -31,7 +33,8 @@ class Observed:
     pods: dict[int, PodView] = field(default_factory=dict)
     probes: dict[str, NodeHealth] = field(default_factory=dict)
     membership: Membership | None = None
-    at: float = field(default_factory=time.time)
+    restore_source: RestoreSource | None = None
+    restore_missing: str = ""  # why restore_source is None although spec.restoreFrom is set
 
     @property
     def name(self) -> str:
@@ -54,6 +57,18 @@ class Observed:
         if self.statefulset is None:
             return None
         return int((self.statefulset.get("spec") or {}).get("replicas", 0))
+
+    @property
+    def target_replicas(self) -> int:
+        """How many pods the StatefulSet should have now (plan.statefulset_replicas)."""
+        assert self.spec is not None
+        return plan.statefulset_replicas(
+            self.name,
+            self.spec.replicas,
+            self.spec.replication_factor,
+            self.membership,
+            self.statefulset_replicas,
+        )
 
     @property
     def recorded_members(self) -> list[Mapping[str, Any]]:
@@ -97,10 +112,10 @@ class Observed:
 
 
 async def observe(
-    client: kube.KubeClient, admin: NodeAdmin, config: OperatorConfig, namespace: str, name: str
+    client: kube.KubeApi, admin: NodeAdminApi, config: OperatorConfig, namespace: str, name: str
 ) -> Observed | None:
-    """Read the store, its StatefulSet and pods, probe the pods' nodes, and ask them for the
-    membership. None when the store is gone."""
+    """Read the store, its StatefulSet and pods, probe the pods' nodes, ask them for the
+    membership, and find the backup to restore. None when the store is gone."""
     store = await client.get(kube.KVSTORES, namespace, name)
     if store is None:
         return None
@@ -118,6 +133,11 @@ async def observe(
             observed.pods[ordinal] = PodView(pod_name, ordinal, body)
     if spec is None:
         return observed
+    if spec.restore_from is not None:
+        kvbackup = None
+        if spec.restore_from.backup_name:
+            kvbackup = await client.get(kube.KVBACKUPS, namespace, spec.restore_from.backup_name)
+        observed.restore_source, observed.restore_missing = resolve(spec.restore_from, kvbackup)
     addresses = {
         pod.name: address
         for ordinal, pod in observed.pods.items()

@@ -1,4 +1,5 @@
-"""Create or update one child object, touching it only when its desired-spec hash differs."""
+"""Create or update one child object of a store, touching it only when its desired-spec hash
+differs. The config, services, StatefulSet and PDB steps all keep their object this way."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from kvoperator import kube
 from kvoperator.builders.common import hash_of, is_owned_by
 from kvoperator.constants import ANNOTATION_SPEC_HASH
-from kvoperator.reconciler import Pass
+from kvoperator.passes import Pass
 
 
 def _get(body: dict[str, Any], path: str) -> tuple[bool, Any]:
