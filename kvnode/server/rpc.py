@@ -59,23 +59,29 @@ def _guarded(fn: BoundHandler, method: str, metrics: RequestMetrics, default_lev
     @functools.wraps(fn)
     async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
-        code = "OK"
         consistency = getattr(request, "consistency", None)
         level = "" if consistency is None else _LEVEL_NAMES.get(consistency, default_level)
         try:
-            return await fn(request, context)
+            response = await fn(request, context)
         except KVError as exc:
-            code = exc.code.name
-            await context.abort(exc.code, exc.message)
-        except grpc.aio.AbortError:
-            code = context.code().name if context.code() else "UNKNOWN"
+            status, details = exc.code, exc.message
+        except grpc.aio.AbortError:  # the handler aborted the call itself
+            aborted = context.code()
+            metrics.observe_request(method, level, aborted.name if aborted else "UNKNOWN", _since(started))
             raise
         except Exception:
-            code = "INTERNAL"
             log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the node's log")
-        finally:
-            metrics.observe_request(method, level, code, time.perf_counter() - started)
+            status, details = grpc.StatusCode.INTERNAL, f"internal error in {method}; see the node's log"
+        else:
+            metrics.observe_request(method, level, "OK", _since(started))
+            return response
+        # Counted before the status leaves: a client that has its answer finds it in the metrics.
+        metrics.observe_request(method, level, status.name, _since(started))
+        await context.abort(status, details)
         raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
     return run
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
