@@ -25,6 +25,7 @@ from kvnode.client.types import (
     WriteResult,
 )
 from kvnode.core.errors import (
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncKVClient",
     "Attempt",
     "ConsistencyLike",
+    "DataLoss",
     "DeadlineExceeded",
     "DeleteResult",
     "EndpointStatus",

@@ -56,6 +56,12 @@ class FailedPrecondition(KVError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class DataLoss(KVError):
+    """Stored data failed its checksum and no intact copy could be had. Nothing wrong was served."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class NotFound(KVError):
     """A named object (a backup, a member) does not exist. Missing keys are not errors."""
 
@@ -76,6 +82,7 @@ _BY_CODE: dict[grpc.StatusCode, type[KVError]] = {
         StorageFull,
         StorageError,
         FailedPrecondition,
+        DataLoss,
         NotFound,
     )
 }

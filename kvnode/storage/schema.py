@@ -43,6 +43,12 @@ _HINT_HEAD = struct.Struct(">QI")  # created ms, key length
 _HINT_SEQ = 8
 EMPTY_DIGEST = bytes(16)
 
+LMDB_MAX_KEY_BYTES = 511
+"""The longest key LMDB holds (its compile-time MDB_MAXKEYSIZE; ``Environment.max_key_size()``)."""
+MAX_KEY_BYTES = LMDB_MAX_KEY_BYTES - _HLC.size
+"""The longest record key every sub-database can hold: ``tombs`` prefixes the key with 8 bytes of
+clock, the most any index adds (``pidx`` adds 2)."""
+
 # -- data: records -------------------------------------------------------------------------------
 
 

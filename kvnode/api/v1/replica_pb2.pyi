@@ -135,10 +135,18 @@ class ApplyOutcome(_message.Message):
     APPLIED_FIELD_NUMBER: _builtins.int
     HAD_PREVIOUS_FIELD_NUMBER: _builtins.int
     PREVIOUS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """False when the replica already held a newer or equal version."""
     had_previous: _builtins.bool
     """The record this write replaced; only when asked for and there was one."""
+    error_code: _builtins.int
+    """Set when this item alone was refused (over a limit, a version too far ahead of the replica's
+    clock, a storage error for this record): the gRPC status code and why. The other items of the
+    request are unaffected; applied is false.
+    """
+    error: _builtins.str
     @_builtins.property
     def previous(self) -> _types_pb2.Record: ...
     def __init__(
@@ -147,10 +155,12 @@ class ApplyOutcome(_message.Message):
         applied: _builtins.bool = ...,
         had_previous: _builtins.bool = ...,
         previous: _types_pb2.Record | None = ...,
+        error_code: _builtins.int = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["previous", b"previous"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "had_previous", b"had_previous", "previous", b"previous"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "error", b"error", "error_code", b"error_code", "had_previous", b"had_previous", "previous", b"previous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,7 +222,12 @@ class ReadResult(_message.Message):
 
     FOUND_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
+    CORRUPT_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
+    corrupt: _builtins.bool
+    """The replica's copy failed its checksum and is not served (found is false): the coordinator
+    reads another replica and repairs this one.
+    """
     @_builtins.property
     def record(self) -> _types_pb2.Record:
         """Present when found; may be a tombstone."""
@@ -222,10 +237,11 @@ class ReadResult(_message.Message):
         *,
         found: _builtins.bool = ...,
         record: _types_pb2.Record | None = ...,
+        corrupt: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrupt", b"corrupt", "found", b"found", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
