@@ -18,7 +18,8 @@ from kvnode.core.errors import StartupError
 from kvnode.core.levels import Level
 from kvnode.core.membership import Member, Membership
 from kvnode.core.names import parse_host_port, validate_node_id
-from kvnode.core.units import GIB, KIB, MIB, parse_duration, parse_size, positive_int
+from kvnode.core.units import GIB, MIB, parse_duration, parse_size, positive_int
+from kvnode.storage.schema import LMDB_MAX_KEY_BYTES, MAX_KEY_BYTES
 
 MAX_PARTITIONS = 65535
 
@@ -104,10 +105,23 @@ class Flag:
 class Limits:
     """Request size limits. Anything over one is refused with INVALID_ARGUMENT naming it."""
 
-    max_key_bytes: int = setting(4 * KIB, parse=parse_size, help="largest key")
+    max_key_bytes: int = setting(
+        500, parse=parse_size, help=f"largest key; at most {MAX_KEY_BYTES}, the longest key the storage holds"
+    )
     max_value_bytes: int = setting(1 * MIB, parse=parse_size, help="largest value")
     max_batch_items: int = setting(1000, parse=positive_int, help="most items in a batch or scan page")
     max_batch_bytes: int = setting(4 * MIB, parse=parse_size, help="largest batch, keys plus values")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_key_bytes <= MAX_KEY_BYTES:
+            raise ConfigError(
+                f"--max-key-bytes {self.max_key_bytes} is not a key length the storage can hold: LMDB "
+                f"keeps keys of at most {LMDB_MAX_KEY_BYTES} bytes and the indexes add up to "
+                f"{LMDB_MAX_KEY_BYTES - MAX_KEY_BYTES} more, so the largest allowed value is {MAX_KEY_BYTES}"
+            )
+        for name in ("max_value_bytes", "max_batch_items", "max_batch_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
 
     @property
     def grpc_message_bytes(self) -> int:
@@ -146,6 +160,12 @@ class NodeConfig:
         help="level for requests that name none: ONE, QUORUM, ALL or LINEARIZABLE",
     )
     limits: Limits = field(default_factory=Limits, metadata={"settings": Limits})
+    max_requests: int = setting(
+        1024,
+        parse=positive_int,
+        help="client requests (KV and Admin) in progress at once; more are refused with "
+        "RESOURCE_EXHAUSTED, which the client retries after a pause",
+    )
     map_size: int = setting(1 * GIB, parse=parse_size, help="initial LMDB map size; grows when full")
     max_map_size: int = setting(
         0, parse=parse_size, help="largest the LMDB map may grow to (0: until the disk is full)"
@@ -166,6 +186,13 @@ class NodeConfig:
     anti_entropy_interval: float = setting(
         60.0, parse=parse_duration, show=_show_seconds, help="time between anti-entropy rounds"
     )
+    scrub_interval: float = setting(
+        86400.0,
+        parse=parse_duration,
+        show=_show_seconds,
+        help="time between scrub passes, which check every stored record and repair those failing "
+        "their checksum from other replicas (0: no scrub)",
+    )
     tombstone_grace: float = setting(
         10 * 86400.0,
         parse=parse_duration,
@@ -177,6 +204,13 @@ class NodeConfig:
         parse=parse_duration,
         show=_show_seconds,
         help="on SIGTERM, how long in-flight requests may take to finish",
+    )
+    max_clock_offset: float = setting(
+        1.0,
+        parse=parse_duration,
+        show=_show_seconds,
+        help="how far another node's clock, or a record's version, may be ahead of this node's clock; "
+        "anything further is refused",
     )
     clock_offset_ms: int = setting(0, parse=int, help="skew this node's clock (for fault-injection tests)")
 

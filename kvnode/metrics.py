@@ -182,6 +182,19 @@ class NodeMetrics:
             registry=r,
         )
         self.read_repairs = Counter("kvnode_read_repairs", "Stale replicas fixed by reads.", registry=r)
+        self.clock_refusals = Counter(
+            "kvnode_clock_refusals",
+            "Messages and records refused because their clock was too far ahead (--max-clock-offset), "
+            "by the node they came from.",
+            ["peer"],
+            registry=r,
+        )
+        self.refused_records = Counter(
+            "kvnode_refused_records",
+            "Records a replica refused to store, by the node that sent them and the reason.",
+            ["peer", "reason"],
+            registry=r,
+        )
         self.ae_rounds = Counter("kvnode_anti_entropy_rounds", "Anti-entropy rounds completed.", registry=r)
         self.ae_partitions_differing = Counter(
             "kvnode_anti_entropy_partitions_differing",
@@ -222,6 +235,42 @@ class NodeMetrics:
         )
         self.backups = Counter(
             "kvnode_backups", "Backups taken by this node, by result.", ["result"], registry=r
+        )
+        self.corrupt_records = Counter(
+            "kvnode_corrupt_records",
+            "Stored records found failing their checksum (never served), by what found them.",
+            ["found_by"],
+            registry=r,
+        )
+        self.corrupt_repairs = Counter(
+            "kvnode_corrupt_repairs",
+            "Corrupt copies replaced with an intact one from another replica, by what repaired them.",
+            ["by"],
+            registry=r,
+        )
+        self.scrub_records = Counter(
+            "kvnode_scrub_records", "Records read and checked by the scrub.", registry=r
+        )
+        self.scrub_passes = Counter("kvnode_scrub_passes", "Scrub passes completed.", registry=r)
+        self.scrub_unrepaired = Gauge(
+            "kvnode_scrub_unrepaired_records",
+            "Corrupt records the last scrub pass could not repair (no other replica had an intact copy).",
+            registry=r,
+        )
+        self.scrub_digests_fixed = Counter(
+            "kvnode_scrub_digests_fixed",
+            "Partition digests the scrub found disagreeing with their intact records, and recomputed.",
+            registry=r,
+        )
+        self.scrub_checksums_added = Counter(
+            "kvnode_scrub_checksums_added",
+            "Records written before checksums that the scrub gave one.",
+            registry=r,
+        )
+        self.damaged_data_set_aside = Gauge(
+            "kvnode_damaged_data_set_aside",
+            "1 when this node started after setting its damaged data file aside (it then rebuilds).",
+            registry=r,
         )
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}

@@ -7,7 +7,9 @@ A node whose store is new asks its peers for their membership before it answers 
 cluster already has an epoch (the operator or ``kvctl member`` set one), the empty store means a
 lost volume or a new member: the node rebuilds its partitions from its peers and reports
 NOT_SERVING on the health service until it has. If every peer that answers is still at epoch 0,
-this is a brand-new cluster and there is nothing to copy.
+this is a brand-new cluster and there is nothing to copy, unless the node set data aside at start
+(stale or damaged, see ``kvnode.storage.datadir``): that data existed, so it rebuilds whatever the
+epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kvnode import __version__
 from kvnode.backup.service import BackupService
 from kvnode.cluster.antientropy import AntiEntropy
 from kvnode.cluster.batching import InFlight
+from kvnode.cluster.checks import RecordCheck
 from kvnode.cluster.clock import HybridClock
 from kvnode.cluster.coordinator import Coordinator
 from kvnode.cluster.hints import HintedHandoff
@@ -32,6 +35,7 @@ from kvnode.cluster.local import LocalReplica
 from kvnode.cluster.maintenance import Maintenance
 from kvnode.cluster.roster import Roster
 from kvnode.cluster.scan import Scanner
+from kvnode.cluster.scrub import Scrubber
 from kvnode.cluster.topology import Topology
 from kvnode.cluster.transfer import TransferManager
 from kvnode.config import NodeConfig
@@ -42,7 +46,7 @@ from kvnode.metrics import NodeMetrics
 from kvnode.server.admin_service import AdminService
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
-from kvnode.server.rpc import instrument
+from kvnode.server.rpc import Admission, instrument
 from kvnode.server.serving import Server
 from kvnode.server.status import NodeStatus
 from kvnode.storage.datadir import DataDirLock, open_store
@@ -72,6 +76,9 @@ class Node:
         self.failed = asyncio.Event()
         self.failure: KVError | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._problems: dict[str, str] = {}  # why the node cannot serve, by what found it
+        self._short: set[asyncio.Task[None]] = set()
+        self._serving = False
         self._stopped = False
         self._metrics_server: Any = None
 
@@ -86,14 +93,17 @@ class Node:
         cfg = self.config
         self._lock = DataDirLock(cfg.data_dir)
         try:
-            self.storage, fresh = open_store(
+            self.storage, fresh, self._set_aside = open_store(
                 cfg.data_dir,
                 cfg.node_id,
                 partitions=cfg.partitions,
                 map_size=cfg.map_size,
                 max_map_size=cfg.max_map_size,
                 stale_after=cfg.tombstone_grace if len(cfg.peers) > 1 else None,
+                rebuild_damaged=len(cfg.peers) > 1 and cfg.replication_factor > 1,
             )
+            if self._set_aside is not None and self._set_aside.name.startswith("damaged-"):
+                self.metrics.damaged_data_set_aside.set(1)
             await self._assemble(fresh)
         except BaseException:
             self._lock.release()
@@ -102,9 +112,17 @@ class Node:
     async def _assemble(self, fresh: bool) -> None:
         cfg = self.config
         storage = self.storage
-        self.clock = HybridClock(storage.get_meta(Meta.HLC) or 0, offset_ms=cfg.clock_offset_ms)
+        self.clock = HybridClock(
+            storage.get_meta(Meta.HLC) or 0,
+            offset_ms=cfg.clock_offset_ms,
+            max_ahead_ms=int(cfg.max_clock_offset * 1000),
+        )
         self.committer = GroupCommitter(
-            storage, observer=self.metrics, trailer=self._clock_high_water, on_failure=self._fail
+            storage,
+            observer=self.metrics,
+            trailer=self._clock_high_water,
+            on_failure=self._fail,
+            on_health=lambda problem: self._health("storage", problem),
         )
         self.committer.start(asyncio.get_running_loop())
         membership = storage.get_meta(Meta.MEMBERSHIP) or cfg.initial_membership()
@@ -117,8 +135,11 @@ class Node:
         self.metrics.watch_storage(storage.stats)
         self.metrics.watch_disk(cfg.data_dir)
 
-        self.topology = Topology(cfg.node_id, membership, self._persist_membership)
-        self.local = LocalReplica(cfg.node_id, storage, self.committer)
+        self.topology = Topology(
+            cfg.node_id, membership, self._persist_membership, peers=lambda: self.roster.peers
+        )
+        check = RecordCheck(self.clock, max_value_bytes=cfg.limits.max_value_bytes)
+        self.local = LocalReplica(cfg.node_id, storage, self.committer, check)
         self.in_flight = InFlight()  # client requests in progress: peer links batch harder when many
         self.roster = Roster(self.local, self._link)
         self.topology.on_change(self._membership_changed)
@@ -160,16 +181,25 @@ class Node:
             cfg.node_id, storage, self.committer, self.topology, self.coordinator, self.metrics
         )
         maintenance = Maintenance(self.committer, self.clock, self.anti_entropy.horizon, self.metrics)
+        self.scrubber = Scrubber(
+            cfg.node_id, storage, self.committer, self.roster, self.topology, self.anti_entropy, self.metrics
+        )
+        storage.report_corruption(self.scrubber.found)
         self.server = await self._serve()
         fresh = fresh and len(membership.members) > 1
         if fresh:
             self.local.rebuilding = True
             self.metrics.rebuilding.set(1)
-            await self.server.set_node_serving(False)
+            self._health("rebuild", "rebuilding its data from its peers")
+        self._serving = True
+        await self._publish_health()
         self._spawn(self._catch_up(fresh))
         self._spawn(self._every(cfg.hint_replay_interval, self.hints.replay_all))
         self._spawn(self._every(cfg.anti_entropy_interval, self.anti_entropy.run_round, jitter=True))
         self._spawn(self._every(MAINTENANCE_INTERVAL, maintenance.run))
+        self._spawn(self.scrubber.run_repairs())
+        if cfg.scrub_interval > 0:
+            self._spawn(self._every(cfg.scrub_interval, self.scrubber.run_pass, jitter=True))
         self._spawn(self._every(PROBE_INTERVAL, self._probe_unreachable))
         self._serve_metrics()
         log.info(
@@ -205,12 +235,18 @@ class Node:
             backups=self.backups,
             drain_seconds=cfg.replica_timeout * 2,
         )
+        admission = Admission(cfg.max_requests)
         return await Server.start(
             cfg.listen,
             cfg.limits,
-            kv=instrument(KVService(self.coordinator, self.scanner, cfg.limits, level), self.metrics, level),
-            replica=instrument(ReplicaService(self.local, self.topology, self.clock), self.metrics, level),
-            admin=instrument(admin, self.metrics, level),
+            cfg.max_requests,
+            kv=instrument(
+                KVService(self.coordinator, self.scanner, cfg.limits, level), self.metrics, level, admission
+            ),
+            replica=instrument(
+                ReplicaService(self.local, self.topology, self.clock, self.metrics), self.metrics, level
+            ),
+            admin=instrument(admin, self.metrics, level, admission),
         )
 
     def _serve_metrics(self) -> None:
@@ -224,6 +260,19 @@ class Node:
             raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
 
     # -- the parts' hooks --------------------------------------------------------------------
+
+    def _health(self, source: str, problem: str | None) -> None:
+        """Note why the node as a whole cannot serve (``problem``), or that ``source``'s reason is
+        gone; gRPC health says NOT_SERVING while any reason stands."""
+        if problem is None:
+            self._problems.pop(source, None)
+        else:
+            self._problems[source] = problem
+        if self._serving:  # before the server starts, start-up publishes what was noted
+            self._spawn(self._publish_health(), keep=False)
+
+    async def _publish_health(self) -> None:
+        await self.server.set_node_serving(not self._problems)
 
     def _fail(self, error: KVError) -> None:
         self.failure = error
@@ -255,8 +304,15 @@ class Node:
 
     # -- background work ---------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, keep: bool = True) -> None:
+        """Run ``coro`` in the background; ``keep``: it runs until the node stops (else it is a
+        short one, forgotten once done)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        if keep:
+            self._tasks.append(task)
+        else:
+            self._short.add(task)
+            task.add_done_callback(self._short.discard)
 
     async def _every(
         self, interval: float, work: Callable[[], Awaitable[object]], *, jitter: bool = False
@@ -278,13 +334,13 @@ class Node:
             await asyncio.sleep(PEER_WAIT)
         if not fresh:
             return
-        if self.topology.epoch > 0:
+        if self.topology.epoch > 0 or self._set_aside is not None:  # set-aside data existed: copy it
             self.transfers.start_rebuild()
             await self.transfers.wait()
             log.info("rebuild finished: %d records copied", self.transfers.status.records_copied)
         self.local.rebuilding = False
         self.metrics.rebuilding.set(0)
-        await self.server.set_node_serving(True)
+        self._health("rebuild", None)
 
     async def _probe_unreachable(self) -> None:
         """Ask peers marked unreachable for their membership: an idle link learns that a peer is
@@ -294,19 +350,23 @@ class Node:
     # -- shutdown ----------------------------------------------------------------------------
 
     async def stop(self, grace: float | None = None) -> None:
-        """Finish in-flight requests (up to ``grace`` seconds), then close everything cleanly."""
+        """Finish in-flight requests (up to ``grace`` seconds), then close everything cleanly. Each
+        wait is bounded, so a stuck disk cannot hold up a shutdown for long: writes still waiting
+        then fail, and ``failure`` says so."""
         if self._stopped:
             return
         self._stopped = True
-        await self.server.stop(self.config.grace_period if grace is None else grace)
+        grace = self.config.grace_period if grace is None else grace
+        await self.server.stop(grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.coordinator.close()
         await self.transfers.close()
-        await self.hints.close()
+        await asyncio.gather(*self._short, return_exceptions=True)
+        await self.hints.close(timeout=grace)
         await self.roster.close()
-        await self.committer.close()
+        await self.committer.close(timeout=max(grace, 1.0))
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

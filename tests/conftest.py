@@ -22,6 +22,18 @@ from kvnode.testing.processes import ProcessCluster
 ClusterFactory = Callable[..., ProcessCluster]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only when asked for by marker (``pytest -m soak``). Not an ``addopts`` marker
+    expression: any ``-m`` on the command line (``-m 'not kind'``) would replace it and turn the
+    soaks on."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a long soak: run it with pytest -m soak")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)
+
+
 @contextlib.contextmanager
 def _running(root: Path, **kwargs: Any) -> Iterator[ProcessCluster]:
     """A started cluster (64 partitions unless told otherwise), stopped on the way out."""

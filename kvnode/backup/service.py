@@ -3,12 +3,16 @@ delete them, and restore one into the cluster.
 
 Restore replays every snapshot's records through the cluster's ordinary write path with their
 original versions. Replicas keep the newest version, so the duplicates between snapshots cost only
-time, and a backup restores into a cluster of any size.
+time, and a backup restores into a cluster of any size. The snapshots are read together as one
+key-ordered stream and replayed in chunks, so a restore holds one chunk however large the backup.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +22,7 @@ from kvnode.cluster.topology import Topology
 from kvnode.core.errors import FailedPrecondition
 from kvnode.core.levels import Level, single_key_only
 from kvnode.core.names import new_backup_id
-from kvnode.core.records import Record
+from kvnode.core.records import Record, chunked
 from kvnode.metrics import NodeMetrics
 from kvnode.storage.engine import Storage
 from kvnode.storage.groupcommit import GroupCommitter
@@ -26,12 +30,29 @@ from kvnode.storage.ops import PutMeta
 from kvnode.storage.schema import Meta
 
 RESTORE_CHUNK = 500
+"""Most records in one replayed chunk (which also keeps to one message's byte budget)."""
 
 
 class RecordWriter(Protocol):
     """Writes records with the versions they carry, at a level (the coordinator)."""
 
     async def replicate_records(self, records: list[Record], level: Level) -> None: ...
+
+
+class LiveKeys:
+    """Counts the distinct keys whose newest version is not a tombstone, in a key-ordered stream
+    of records that it passes on unchanged."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def watch(self, records: Iterable[Record]) -> Iterator[Record]:
+        for _, group in groupby(records, key=attrgetter("key")):
+            versions = list(group)  # at most one per snapshot: keys are unique within one
+            # max keeps the first of equal versions, as the newest-so-far comparison always did;
+            # equal versions are one write anyway, so they agree on the tombstone.
+            self.count += not max(versions, key=attrgetter("version")).tombstone
+            yield from versions
 
 
 class BackupService:
@@ -92,25 +113,19 @@ class BackupService:
 
     async def restore(self, directory: str, backup_id: str, level: Level) -> tuple[int, int]:
         """Replay a verified backup through the write path. Returns (records replayed, distinct
-        live keys)."""
+        live keys).
+
+        Every record of every snapshot is replayed, in key order across the snapshots; memory holds
+        one chunk and one record per snapshot, whatever the size of the backup.
+        """
         single_key_only(level, "restore writes")
         manifests, problems = await self.verify(directory, backup_id)
         if problems:
             raise FailedPrecondition(f"backup {backup_id} failed verification: {'; '.join(problems)}")
+        live = LiveKeys()
         replayed = 0
-        newest: dict[bytes, tuple[int, str, bool]] = {}
-        for manifest in manifests:
-            chunk: list[Record] = []
-            for rec in snapshots.snapshot_records(Path(manifest.path)):
-                chunk.append(rec)
-                seen = newest.get(rec.key)
-                if seen is None or (rec.version.hlc, rec.version.node_id) > seen[:2]:
-                    newest[rec.key] = (rec.version.hlc, rec.version.node_id, rec.tombstone)
-                if len(chunk) >= RESTORE_CHUNK:
-                    await self._writer.replicate_records(chunk, level)
-                    replayed += len(chunk)
-                    chunk = []
-            if chunk:
+        with snapshots.merged_records([Path(m.path) for m in manifests]) as records:
+            for chunk in chunked(live.watch(records), RESTORE_CHUNK):
                 await self._writer.replicate_records(chunk, level)
                 replayed += len(chunk)
-        return replayed, sum(1 for _, _, tomb in newest.values() if not tomb)
+        return replayed, live.count

@@ -5,18 +5,27 @@ writes its own snapshot under the same backup id. A snapshot is ``env.copy(compa
 LMDB takes inside one read transaction, so it is consistent without pausing writes.
 
 Restoring (:mod:`kvnode.backup.service`) replays every snapshot's records through the cluster's
-ordinary write path with their original versions.
+ordinary write path with their original versions, reading all of a backup's snapshots as one
+key-ordered stream (:func:`merged_records`).
+
+No snapshot carries a record that fails its checksum: the copy is checked record by record before
+its manifest is written, and records that fail are taken out of it (and reported to the node, whose
+scrub repairs its own copy from the other replicas). Verification checks every record again, so a
+restore never spreads a damaged one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import heapq
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import lmdb
@@ -25,7 +34,8 @@ from kvnode.core.errors import InvalidArgument, NotFound
 from kvnode.core.names import check_backup_id
 from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
-from kvnode.storage.schema import DATA, decode_value
+from kvnode.storage.lmdbfile import check_data_file
+from kvnode.storage.schema import DATA, ChecksumError, decode_value, decode_version
 
 SNAPSHOT = "data.mdb"
 MANIFEST = "manifest.json"
@@ -69,20 +79,46 @@ def sha256_of(path: Path) -> str:
 
 
 def _open_snapshot(folder: Path) -> lmdb.Environment:
+    check_data_file(folder)  # before LMDB maps it: a truncated snapshot would be a SIGBUS
     return lmdb.open(str(folder), readonly=True, lock=False, max_dbs=8, subdir=True)
 
 
-def _count(folder: Path) -> tuple[int, int]:
-    """(records, tombstones) of a snapshot, by reading every record."""
+def _census(folder: Path) -> tuple[int, int, dict[bytes, str]]:
+    """(intact records, tombstones among them, the keys that fail their check and why) of a
+    snapshot, by checking every record."""
     records = tombstones = 0
-    for rec in snapshot_records(folder):
-        records += 1
-        tombstones += rec.tombstone
-    return records, tombstones
+    corrupt: dict[bytes, str] = {}
+    env = _open_snapshot(folder)
+    try:
+        data = env.open_db(DATA, create=False)
+        with env.begin(buffers=False) as txn:
+            for key, raw in txn.cursor(db=data).iternext():
+                try:
+                    _, tomb = decode_version(key, raw)
+                except ChecksumError as exc:
+                    corrupt[key] = exc.reason
+                    continue
+                records += 1
+                tombstones += tomb
+    finally:
+        env.close()
+    return records, tombstones, corrupt
 
 
-def snapshot_records(folder: Path) -> Iterator[Record]:
-    """Every record of a snapshot, in key order."""
+def _leave_out(storage: Storage, folder: Path, corrupt: dict[bytes, str]) -> None:
+    """Take the records that failed their check out of a fresh snapshot, and tell the node."""
+    for key, reason in corrupt.items():
+        storage.found_corrupt(key, reason, "backup")
+    copy = Storage(folder, partitions=storage.partitions, map_size=storage.map_size())
+    try:
+        copy.write(lambda txn: [txn.remove(key) for key in corrupt])
+    finally:
+        copy.close()
+        (folder / "lock.mdb").unlink(missing_ok=True)  # a snapshot is its data file and manifest
+
+
+def snapshot_records(folder: Path) -> Generator[Record, None, None]:
+    """Every record of a snapshot, in key order (LMDB keeps the data sub-database sorted)."""
     env = _open_snapshot(folder)
     try:
         data = env.open_db(DATA, create=False)
@@ -91,6 +127,19 @@ def snapshot_records(folder: Path) -> Iterator[Record]:
                 yield decode_value(key, raw)
     finally:
         env.close()
+
+
+@contextlib.contextmanager
+def merged_records(folders: list[Path]) -> Iterator[Iterator[Record]]:
+    """Every record of every snapshot in ``folders``, as one stream in key order.
+
+    Each snapshot's records come in key order, so the merge holds one record per snapshot. The
+    records of one key come in the order of ``folders`` (``heapq.merge`` is stable). Every snapshot
+    is closed on the way out, also when the stream was not read to its end.
+    """
+    with contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(contextlib.closing(snapshot_records(f))) for f in folders]
+        yield heapq.merge(*streams, key=attrgetter("key"))
 
 
 def take_snapshot(
@@ -105,7 +154,9 @@ def take_snapshot(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     storage.copy_to(staging)
-    records, tombstones = _count(staging)
+    records, tombstones, corrupt = _census(staging)
+    if corrupt:
+        _leave_out(storage, staging, corrupt)
     snapshot = staging / SNAPSHOT
     manifest = Manifest(
         backup_id=backup_id,
@@ -177,10 +228,10 @@ def _restore_scratch(snapshot: Path, manifest: Manifest) -> list[str]:
         finally:
             scratch.close()
         try:
-            records, tombstones = _count(Path(tmp))
-        except (lmdb.Error, ValueError, UnicodeDecodeError) as exc:
+            records, tombstones, corrupt = _census(Path(tmp))
+        except (lmdb.Error, ValueError) as exc:
             return [f"snapshot records are unreadable: {exc}"]
-    problems = []
+    problems = [f"{len(corrupt)} records fail their checksum"] if corrupt else []
     if records - tombstones != manifest.keys or stats.keys != manifest.keys:
         problems.append(f"key count {records - tombstones} differs from the manifest's {manifest.keys}")
     if tombstones != manifest.tombstones:

@@ -35,7 +35,7 @@ from kvnode.cli.kvctl_core import (
     command,
 )
 from kvnode.cli.options import EnvArgs, typed
-from kvnode.client import InvalidArgument, KVError, Level
+from kvnode.client import FailedPrecondition, InvalidArgument, KVError, Level
 from kvnode.client.endpoints import parse_endpoints
 from kvnode.core.units import parse_duration
 
@@ -177,6 +177,7 @@ def _global_flags() -> list[tuple[str, dict[str, Any]]]:
             {
                 "type": typed(parse_endpoints),
                 "default": parse_endpoints("127.0.0.1:7000"),
+                "show": ",".join,
                 "help": "comma-separated HOST:PORT list of nodes",
             },
         ),
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         # The global flags again, so they may follow the command; given there, they win.
         group = sub.add_argument_group("global flags (may also come before the command)")
         for flag, options in _global_flags():
+            options = {k: v for k, v in options.items() if k != "show"}
             group.add_argument(flag, **{**options, "default": argparse.SUPPRESS})
         _short_output(group)
         sub.set_defaults(run=cmd.run)
@@ -240,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except InvalidArgument as exc:
         out.error(f"invalid request: {exc.message}")
+        return EXIT_USAGE
+    except FailedPrecondition as exc:
+        out.error(f"refused: {exc.message}")
         return EXIT_USAGE
     except KVError as exc:
         out.error(f"request failed: {exc.message}")

@@ -16,6 +16,7 @@ from kvnode.client.retry import RetryPolicy
 from kvnode.client.sync import Admin, KVClient
 from kvnode.client.types import (
     Attempt,
+    ClientClosed,
     ConsistencyLike,
     DeleteResult,
     Entry,
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncAdmin",
     "AsyncKVClient",
     "Attempt",
+    "ClientClosed",
     "ConsistencyLike",
     "DataLoss",
     "DeadlineExceeded",

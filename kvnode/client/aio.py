@@ -17,6 +17,7 @@ from kvnode.client.routing import Router
 from kvnode.client.transport import Caller, Req, Resp, Sleep
 from kvnode.client.types import (
     Attempt,
+    ClientClosed,
     ConsistencyLike,
     Entry,
     KeyLike,
@@ -93,6 +94,7 @@ class AsyncKVClient:
         self._endpoints = Endpoints(self.endpoints, unreachable_for=unreachable_for)
         self._on_attempt = on_attempt
         self._pool = ChannelPool()
+        self._closed = False
         self._caller = Caller(
             self._pool,
             self.retry_policy,
@@ -136,6 +138,8 @@ class AsyncKVClient:
         return Membership.from_proto(reply)
 
     def _targets(self, key: bytes | None) -> list[str]:
+        if self._closed:
+            raise ClientClosed()
         """Replicas of the key first (when routing), then the endpoints, each address once."""
         routed = self._router.replicas(key) if self._router is not None and key is not None else []
         return list(dict.fromkeys(routed + self._endpoints.order()))
@@ -298,6 +302,7 @@ class AsyncKVClient:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        self._closed = True
         if self._router is not None:
             await self._router.close()
         await self._pool.close()

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from kvnode.api.v1 import admin_pb2_grpc, kv_pb2_grpc
+from kvnode.client.types import ClientClosed
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Scan pages and batch reads can be large; the server enforces the real limits.
@@ -51,7 +52,7 @@ class ChannelPool:
         stubs = self._stubs.get(address)
         if stubs is None:
             if self._closed:
-                raise RuntimeError("the client is closed")
+                raise ClientClosed()
             channel = grpc.aio.insecure_channel(address, options=self._options)
             stubs = self._stubs[address] = Stubs(
                 channel,

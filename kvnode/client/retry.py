@@ -1,13 +1,15 @@
 """When a failed call is tried again, and how long to wait before it.
 
-Only two outcomes say "another try may succeed": UNAVAILABLE (the node or too many replicas are
-down) and DEADLINE_EXCEEDED (the attempt stalled). Everything else (a malformed request, a full
+Two outcomes say "another try may succeed": UNAVAILABLE (the node or too many replicas are down)
+and DEADLINE_EXCEEDED (the attempt stalled); and a node that was too busy to take the call says so
+(see :func:`overloaded`). Everything else (a malformed request, a full
 disk, a stale epoch, a missing backup) fails the same way however often it is sent.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,6 +29,17 @@ def never_sent(code: grpc.StatusCode, details: str) -> bool:
     and is safe to send elsewhere even when writes are not retried."""
     lowered = details.lower()
     return code == grpc.StatusCode.UNAVAILABLE and any(s in lowered for s in _CONNECT_FAILURES)
+
+
+def overloaded(exc: grpc.aio.AioRpcError) -> bool:
+    """True when the node refused the call before doing anything because it had too many requests
+    in progress (RESOURCE_EXHAUSTED with ``kvnode-overloaded``): safe to send again after a pause.
+    A full disk is RESOURCE_EXHAUSTED too, without that mark, and is not retried."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    # grpc.aio gives (key, value) pairs; the stubs describe the sync API's objects.
+    pairs: Iterable[tuple[str, object]] = exc.trailing_metadata() or ()  # type: ignore[assignment]
+    return any(key == "kvnode-overloaded" for key, _ in pairs)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Unpack
 
 from kvnode.client.admin import AsyncAdmin
 from kvnode.client.aio import AsyncKVClient, ClientOptions
+from kvnode.client.types import ClientClosed
 from kvnode.core.membership import Membership
 
 A = TypeVar("A")
@@ -37,6 +38,9 @@ class LoopThread:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("KVClient called from its own event loop; use AsyncKVClient there")
+        if self.loop.is_closed():
+            coro.close()
+            raise ClientClosed()
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from kvnode.api.v1 import admin_pb2, kv_pb2, types_pb2
 from kvnode.client.channels import ChannelPool, Stubs
-from kvnode.client.retry import RETRYABLE, RetryPolicy, never_sent
+from kvnode.client.retry import RETRYABLE, RetryPolicy, never_sent, overloaded
 from kvnode.client.types import Attempt
 from kvnode.core.errors import DeadlineExceeded, KVError, from_status
 
@@ -104,7 +104,9 @@ class Caller:
 
     Each attempt goes to the next candidate. Moving on to an address this call has not tried yet
     happens at once (another node is fresh evidence); coming back to one it already tried waits a
-    jittered backoff first. While another candidate remains, one attempt gets at most
+    jittered backoff first. A node that refused the call as overloaded did nothing: the call is
+    sent again, writes too, and such tries do not count against the retry policy's attempts, only
+    against the call's timeout. While another candidate remains, one attempt gets at most
     ``attempt_timeout`` (default: half the call's timeout), so that one frozen node cannot use up
     the whole budget.
     """
@@ -136,9 +138,10 @@ class Caller:
         cap = self.attempt_timeout if self.attempt_timeout is not None else budget / 2
         deadline = time.monotonic() + budget
         tried: set[str] = set()
-        waits = 0
+        waits = number = counted = 0
         last: KVError | None = None
-        for number in range(1, self.policy.attempts + 1):
+        while counted < self.policy.attempts:
+            number += 1
             address = targets[(number - 1) % len(targets)]
             if address in tried:
                 pause = self.policy.delay(waits)
@@ -149,7 +152,7 @@ class Caller:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            final = number == self.policy.attempts or len(targets) == 1 or not retry
+            final = counted + 1 == self.policy.attempts or len(targets) == 1 or not retry
             limit = remaining if final else min(remaining, cap)
             tried.add(address)
             started = time.monotonic()
@@ -160,9 +163,12 @@ class Caller:
                 error = translate(exc, address, seconds)
                 unreachable = never_sent(exc.code(), exc.details() or "")
                 self.observe(Attempt(rpc.name, address, number, seconds, error, unreachable))
+                last = error
+                if overloaded(exc):
+                    continue  # nothing was done: send it again after a pause, within the deadline
+                counted += 1
                 if exc.code() not in RETRYABLE or not (retry or unreachable):
                     raise error from None
-                last = error
                 continue
             self.observe(Attempt(rpc.name, address, number, time.monotonic() - started))
             return response

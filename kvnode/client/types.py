@@ -21,6 +21,13 @@ ConsistencyLike = Level | str | None
 """A :class:`Level`, its name (``"QUORUM"``), or ``None`` for the node's default."""
 
 
+class ClientClosed(RuntimeError):
+    """The client was closed; make a new one."""
+
+    def __init__(self) -> None:
+        super().__init__("the client is closed")
+
+
 @dataclass(frozen=True)
 class Entry:
     """A live key as read from the cluster. ``value`` is empty for ``keys_only`` scans."""

@@ -8,18 +8,23 @@ even when every hint was lost.
 
 Tombstones older than the collection horizon are neither sent nor taken: each side drops them on
 its own schedule, and copying them back would only undo that.
+
+A record that fails its check is neither listed nor sent (the storage leaves it out), so the peer's
+copy looks newer and is pulled over it. The digest it was written with would hide it, though, until
+the scrub (``kvnode.cluster.scrub``) recomputes the digest from the intact records.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kvnode.cluster.clock import HybridClock, from_ms, physical_ms
 from kvnode.cluster.replica import KeyVersionEntry, RemoteReplica, Replica
 from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
-from kvnode.core.records import Version, chunked
+from kvnode.core.records import Record, Version, chunked
 from kvnode.metrics import NodeMetrics
 from kvnode.storage.engine import Storage
 
@@ -79,10 +84,17 @@ class AntiEntropy:
 
     async def run_round(self) -> RoundStats:
         """Compare with every peer that shares a partition with this node; repair what differs."""
+        stats = await self.compare(self._topology.placement.held(self._node_id))
+        self._metrics.ae_rounds.inc()
+        return stats
+
+    async def compare(self, partitions: Iterable[int]) -> RoundStats:
+        """Compare these partitions' digests with every peer that shares them; repair what differs.
+        (The scrub calls it for the partitions where it found damage.)"""
         stats = RoundStats()
         placement = self._topology.placement
         shared: dict[str, list[int]] = {}
-        for p in placement.held(self._node_id):
+        for p in partitions:
             old, new = placement.write_sets(p)
             for peer in dict.fromkeys(old + new):
                 if peer != self._node_id:
@@ -95,7 +107,6 @@ class AntiEntropy:
                 await self._compare(link, partitions, stats)
             except Exception as exc:  # noqa: BLE001 - one unreachable peer must not stop the round
                 log.debug("anti-entropy with %s skipped: %s", peer_id, exc)
-        self._metrics.ae_rounds.inc()
         return stats
 
     async def _compare(self, link: RemoteReplica, partitions: list[int], stats: RoundStats) -> None:
@@ -132,12 +143,13 @@ class AntiEntropy:
 
         push, pull = wanted(local, remote), wanted(remote, local)
         for start in range(0, len(push), READ_PAGE):
-            records = [r for r in self._storage.get_many(push[start : start + READ_PAGE]) if r is not None]
+            found = self._storage.get_many(push[start : start + READ_PAGE])
+            records = [r for r in found if isinstance(r, Record)]  # never spread a corrupt copy
             for chunk in chunked(records):
                 await link.apply([(r, False) for r in chunk], repair=True)
         for start in range(0, len(pull), READ_PAGE):
-            fetched = await link.read(pull[start : start + READ_PAGE])
-            await self._roster.local.apply([(r, False) for r in fetched if r is not None], repair=True)
+            fetched = [r for r in await link.read(pull[start : start + READ_PAGE]) if isinstance(r, Record)]
+            await self._roster.local.apply([(r, False) for r in fetched], repair=True)
         self._metrics.ae_repairs.labels("push").inc(len(push))
         self._metrics.ae_repairs.labels("pull").inc(len(pull))
         if push or pull:

@@ -14,26 +14,36 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
+
 from kvnode import failpoints
 from kvnode.cluster.batching import InFlight
 from kvnode.cluster.clock import HybridClock
-from kvnode.cluster.replica import ApplyItem, ApplyOutcome, StaleEpoch
+from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, ReadAnswer, StaleEpoch
 from kvnode.cluster.roster import Roster
 from kvnode.cluster.topology import Topology
-from kvnode.core.errors import KVError, StorageFull, Unavailable
+from kvnode.core.errors import DataLoss, KVError, Unavailable
 from kvnode.core.levels import Level, single_key_only
+from kvnode.core.logs import RateLimitedLog
 from kvnode.core.placement import Placement
 from kvnode.core.records import Record, Version, newest
 from kvnode.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
+corruption = RateLimitedLog(log)
 
 ATTEMPTS = 3
 SPECULATE_AFTER = 0.25
+RESTAMP_PAUSE = 0.005
+# A replica's refusal with one of these codes will not change on another try: it is the write's error.
+_DEFINITE = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL}
+)
 # Failpoint (tests only, see kvnode.failpoints): acknowledge writes at once, replicate them this
 # many seconds later. None in every real run.
 ACK_BEFORE_REPLICATION = failpoints.duration("ack-before-replication")
@@ -45,34 +55,58 @@ class HintSink(Protocol):
 
 @dataclass(eq=False)
 class _WriteTracker:
-    """Counts one record's acknowledgements against both replica sets."""
+    """Counts one record's acknowledgements against both replica sets.
+
+    A replica acknowledges by holding the record. With ``exact`` (a new write from a client) a
+    replica that holds a newer version instead does not: the record it was asked to store is not
+    there to be read, so counting it would acknowledge a write that no read can return. Replays of
+    existing records (batches of restores, LINEARIZABLE write-back) need only a version as new.
+    """
 
     old: tuple[str, ...]
     new: tuple[str, ...]
     need_old: int
     need_new: int
     future: asyncio.Future[bool]
+    exact: bool = True
     acked_old: int = 0
     acked_new: int = 0
     failed_old: int = 0
     failed_new: int = 0
+    superseded: int = 0
+    errors: int = 0
+    refusals: int = 0
     stale: bool = False
     previous: Record | None = None
-    full: StorageFull | None = None
+    refused: KVError | None = None
 
-    def ack(self, node: str, previous: Record | None) -> None:
+    def ack(self, node: str, applied: bool, previous: Record | None) -> None:
+        self.previous = _newer(self.previous, previous)
+        if self.exact and not applied:
+            self.superseded += 1
+            self._count_failure(node)
+            return
         self.acked_old += node in self.old
         self.acked_new += node in self.new
-        if previous is not None and (self.previous is None or previous.version > self.previous.version):
-            self.previous = previous
         self._check()
 
     def fail(self, node: str, error: BaseException) -> None:
+        self.errors += 1
+        self.stale |= isinstance(error, StaleEpoch)
+        if isinstance(error, KVError) and error.code in _DEFINITE:
+            self.refused = error
+            self.refusals += 1
+        self._count_failure(node)
+
+    @property
+    def lost_race(self) -> bool:
+        """Every replica that did not acknowledge holds a newer version: nothing but a concurrent
+        write stood in the way, so the same write stamped above it will do."""
+        return self.superseded > 0 and not self.errors
+
+    def _count_failure(self, node: str) -> None:
         self.failed_old += node in self.old
         self.failed_new += node in self.new
-        self.stale |= isinstance(error, StaleEpoch)
-        if isinstance(error, StorageFull):
-            self.full = error
         self._check()
 
     def _check(self) -> None:
@@ -86,34 +120,68 @@ class _WriteTracker:
             _settle(self.future, False)
 
     def error(self, level: Level, prefix: str = "") -> KVError:
-        """Why the write failed: a replica's full disk is reported as such, else too few acks."""
-        if self.full is not None:
-            return StorageFull(f"{prefix}{self.describe(level)}: {self.full.message}")
-        return Unavailable(prefix + self.describe(level))
+        """Why the write failed. When every replica refused it (a full disk, a record none can
+        take) nothing was stored, and the refusal's own status says so. Otherwise some replica may
+        hold it, or may still store it: UNAVAILABLE, whose outcome is unknown, with the reason."""
+        replicas = len(set(self.old) | set(self.new))
+        if self.refused is not None and self.refusals == replicas:
+            return _retitled(self.refused, f"{prefix}{self.describe(level)}: ")
+        reason = f": {self.refused.message}" if self.refused is not None else ""
+        return Unavailable(prefix + self.describe(level) + reason)
 
     def describe(self, level: Level) -> str:
+        superseded = (
+            f" ({self.superseded} held a newer version of the key: a concurrent write won there)"
+            if self.superseded
+            else ""
+        )
         if self.old == self.new:
             return (
                 f"{level.name} write: {self.acked_old} of {len(self.old)} replicas acknowledged, "
-                f"{self.need_old} needed"
+                f"{self.need_old} needed{superseded}"
             )
         return (
             f"{level.name} write during a membership change: {self.acked_old} of {len(self.old)} old "
             f"replicas and {self.acked_new} of {len(self.new)} new replicas acknowledged, "
-            f"{self.need_old} and {self.need_new} needed"
+            f"{self.need_old} and {self.need_new} needed{superseded}"
         )
 
 
 @dataclass(eq=False)
 class _ReadTracker:
-    """Collects one key's answers from its replicas, in preference order."""
+    """Collects one key's answers from its replicas, in preference order. A replica whose copy
+    failed its check has not answered: another is asked in its place."""
 
     candidates: list[str]
     need: int
     answers: dict[str, Record | None] = field(default_factory=dict)
     outstanding: set[str] = field(default_factory=set)
+    corrupt: set[str] = field(default_factory=set)
     tried: int = 0
     stale: bool = False
+
+    def answer(self, replica: str, answer: ReadAnswer) -> None:
+        self.outstanding.discard(replica)
+        if isinstance(answer, Corrupt):
+            self.corrupt.add(replica)
+        else:
+            self.answers[replica] = answer
+
+    def error(self, level: Level) -> KVError:
+        """Why the read failed. DATA_LOSS when every replica answered and too few copies were
+        intact: asking again cannot help until they are repaired."""
+        if not self.corrupt:
+            return Unavailable(
+                f"{level.name} read: {len(self.answers)} of {len(self.candidates)} replicas answered, "
+                f"{self.need} needed"
+            )
+        answered = (
+            f"{len(self.answers)} of {len(self.candidates)} replicas answered with an intact copy and "
+            f"{len(self.corrupt)} with a copy that failed its checksum; {self.need} needed"
+        )
+        if len(self.answers) + len(self.corrupt) == len(self.candidates):
+            return DataLoss(f"{level.name} read: {answered}, so nothing was served")
+        return Unavailable(f"{level.name} read: {answered}")
 
     @property
     def done(self) -> bool:
@@ -132,9 +200,30 @@ class _ReadTracker:
         return picked
 
 
-def _ignore_result(task: asyncio.Task[list[Record | None]]) -> None:
+def _ignore_result(task: asyncio.Task[list[ReadAnswer]]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+Failure = tuple[int, KVError, bool]
+"""A record that missed its level: its index, why, and whether a newer version alone stood in the way."""
+
+
+def _superseded(level: Level) -> KVError:
+    return Unavailable(f"{level.name} write: a newer version of the key is stored (a concurrent write won)")
+
+
+def _newer(a: Record | None, b: Record | None) -> Record | None:
+    if a is None or (b is not None and b.version > a.version):
+        return b
+    return a
+
+
+def _retitled(error: KVError, prefix: str) -> KVError:
+    """The same error (type and status code), its message prefixed."""
+    retitled = type(error)(prefix + error.message)
+    retitled.code = error.code
+    return retitled
 
 
 def _settle(future: asyncio.Future[bool], ok: bool) -> None:
@@ -190,21 +279,14 @@ class Coordinator:
         if ACK_BEFORE_REPLICATION is not None and level is not Level.LINEARIZABLE:
             self._spawn(self._replicate_later(record, level, ACK_BEFORE_REPLICATION))
             return WriteResult(record.version, None)
-        with self.topology.request() as placement:
-            old, new = placement.write_sets(placement.partition(key))
-            if old == new == (self.node_id,):  # this node is the only replica: no tracking needed
-                ((_, previous),) = await self.roster.local.apply([(record, want_previous)])
-                return WriteResult(record.version, previous)
         with self.in_flight:
-            tracker = (await self._replicate([(record, want_previous)], level))[0]
-        if not tracker.future.result():
-            raise tracker.error(level)
-        return WriteResult(record.version, tracker.previous)
+            (stored,), previous = await self._write_new([record], level, want_previous)
+        return WriteResult(stored.version, previous)
 
     async def _replicate_later(self, record: Record, level: Level, delay: float) -> None:
         """The failpoint's broken write: replicate what was already acknowledged."""
         await asyncio.sleep(delay)
-        await self._replicate([(record, False)], level)
+        await self._store([record], level, exact=True)
 
     async def write_many(self, mutations: Sequence[tuple[bytes, bytes, bool]], level: Level) -> list[Version]:
         """Independent puts and deletes; fails if any mutation misses its level."""
@@ -214,19 +296,71 @@ class Coordinator:
             for key, value, delete in mutations
         ]
         with self.in_flight:
-            await self.replicate_records(records, level)
-        return [r.version for r in records]
+            stored, _ = await self._write_new(records, level)
+        return [r.version for r in stored]
 
     async def replicate_records(self, records: list[Record], level: Level) -> None:
-        """Write records with the versions they carry (batches, restores)."""
+        """Write records with the versions they carry (restores, LINEARIZABLE write-back): a
+        replica holding a version at least as new has what they need."""
+        failures, _ = await self._store(records, level, exact=False)
+        if failures:
+            raise _retitled(failures[0][1], f"{len(failures)} of {len(records)} writes failed; first: ")
+
+    async def _write_new(
+        self, records: list[Record], level: Level, want_previous: bool = False
+    ) -> tuple[list[Record], Record | None]:
+        """Store new writes. A record that a newer version superseded on too many replicas (a
+        concurrent write from another coordinator won there) is stamped again, above it (the
+        replicas' answers moved this node's clock past it), and sent again, for as long as the
+        replica timeout allows: a write is acknowledged only once a read can return it. (A later
+        write that wins again started after this one was stamped, so each round makes progress, as
+        CockroachDB's "write too old" restarts do.) Returns the records as stored, and the newest previous
+        record the replicas reported (single writes that asked for it)."""
+        records = list(records)
+        pending = list(range(len(records)))
+        previous: Record | None = None
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            batch = [records[i] for i in pending]
+            failures, newest = await self._store(batch, level, exact=True, want_previous=want_previous)
+            previous = _newer(previous, newest)
+            superseded = [pending[n] for n, _, lost_race in failures if lost_race]
+            if (
+                not failures
+                or len(superseded) < len(failures)
+                or asyncio.get_running_loop().time() > deadline
+            ):
+                break
+            await asyncio.sleep(random.uniform(0, RESTAMP_PAUSE))  # contending writers spread out
+            for i in superseded:
+                records[i] = records[i]._replace(version=Version(self.clock.now(), self.node_id))
+            pending = superseded
+        if failures:
+            raise _retitled(failures[0][1], f"{len(failures)} of {len(batch)} writes failed; first: ")
+        return records, previous
+
+    async def _store(
+        self, records: list[Record], level: Level, *, exact: bool, want_previous: bool = False
+    ) -> tuple[list[Failure], Record | None]:
+        """Send ``records`` to their replicas at ``level``. Returns the failures, and the newest
+        record they replaced (when ``want_previous``)."""
+        items = [(r, want_previous) for r in records]
         with self.topology.request() as placement:
             if placement.sole_replica == self.node_id:  # no other replica: no tracking needed
-                await self.roster.local.apply([(r, False) for r in records])
-                return
-        trackers = await self._replicate([(r, False) for r in records], level)
-        failed = [t for t in trackers if not t.future.result()]
-        if failed:
-            raise failed[0].error(level, f"{len(failed)} of {len(records)} writes failed; first: ")
+                outcomes = await self.roster.local.apply(items)
+                failures: list[Failure] = []
+                previous: Record | None = None
+                for i, outcome in enumerate(outcomes):
+                    if isinstance(outcome, KVError):
+                        failures.append((i, outcome, False))
+                    elif exact and not outcome[0]:
+                        failures.append((i, _superseded(level), True))
+                    else:
+                        previous = _newer(previous, outcome[1])
+                return failures, previous
+        trackers = await self._replicate(items, level, exact=exact)
+        failures = [(i, t.error(level), t.lost_race) for i, t in enumerate(trackers) if not t.future.result()]
+        return failures, functools.reduce(_newer, (t.previous for t in trackers), None)
 
     async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
@@ -236,7 +370,12 @@ class Coordinator:
             placement = self.topology.placement
             replicas = placement.read_replicas(placement.partition(keys[0]))
             if self.node_id in replicas and level.needed(len(replicas)) == 1:
-                return local.read_now(keys)  # one answer suffices and this node has it
+                # one answer suffices and this node has it, unless its copy failed its check
+                (answer,) = local.read_now(keys)
+                if not isinstance(answer, Corrupt):
+                    return [answer]
+                if len(replicas) == 1:
+                    raise DataLoss(f"{level.name} read: the only copy failed its checksum; none was served")
         with self.in_flight:
             return await self._read_replicas(keys, level)
 
@@ -250,29 +389,28 @@ class Coordinator:
         write_back: list[Record] = []
         for tracker in trackers:
             if not tracker.done:
-                raise Unavailable(
-                    f"{level.name} read: {len(tracker.answers)} of {len(tracker.candidates)} replicas "
-                    f"answered, {tracker.need} needed"
-                )
+                raise tracker.error(level)
             best = newest(list(tracker.answers.values()))
             results.append(best)
             if best is None:
-                continue
+                continue  # nothing to repair a corrupt copy with; its node's scrub reports it
             stale = [n for n, rec in tracker.answers.items() if rec is None or rec.version < best.version]
             if stale:
                 self._repair(best, stale)
                 if level is Level.LINEARIZABLE:
                     write_back.append(best)
+            if tracker.corrupt:
+                self._repair_corrupt(best, sorted(tracker.corrupt))
         if write_back:
             await self.replicate_records(write_back, Level.QUORUM)
         return results
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def _replicate(self, items: list[ApplyItem], level: Level) -> list[_WriteTracker]:
+    async def _replicate(self, items: list[ApplyItem], level: Level, *, exact: bool) -> list[_WriteTracker]:
         for attempt in range(ATTEMPTS):
             with self.topology.request() as placement:
-                trackers = self._send(items, level, placement)
+                trackers = self._send(items, level, placement, exact)
                 await asyncio.wait([t.future for t in trackers], timeout=self.timeout + 0.5)
             for t in trackers:
                 _settle(t.future, False)
@@ -282,14 +420,18 @@ class Coordinator:
                 break
         return trackers
 
-    def _send(self, items: list[ApplyItem], level: Level, placement: Placement) -> list[_WriteTracker]:
+    def _send(
+        self, items: list[ApplyItem], level: Level, placement: Placement, exact: bool
+    ) -> list[_WriteTracker]:
         loop = asyncio.get_running_loop()
         trackers: list[_WriteTracker] = []
         per_target: dict[str, list[int]] = {}
         for i, (record, _) in enumerate(items):
             old, new = placement.write_sets(placement.partition(record.key))
             trackers.append(
-                _WriteTracker(old, new, level.needed(len(old)), level.needed(len(new)), loop.create_future())
+                _WriteTracker(
+                    old, new, level.needed(len(old)), level.needed(len(new)), loop.create_future(), exact
+                )
             )
             for target in dict.fromkeys(old + new):
                 per_target.setdefault(target, []).append(i)
@@ -304,17 +446,25 @@ class Coordinator:
         indexes: list[int],
         items: list[ApplyItem],
         trackers: list[_WriteTracker],
-        task: asyncio.Task[list[ApplyOutcome]],
+        task: asyncio.Task[list[ApplyResult]],
     ) -> None:
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        if error is None:
-            for i, (_, previous) in zip(indexes, task.result(), strict=True):
-                trackers[i].ack(target, previous)
+        if error is not None:
+            for i in indexes:
+                trackers[i].fail(target, error)
+            if not isinstance(error, StaleEpoch) and target != self.node_id:
+                self.hints.defer(target, [items[i][0] for i in indexes])
             return
-        for i in indexes:
-            trackers[i].fail(target, error)
-        if not isinstance(error, StaleEpoch) and target != self.node_id:
-            self.hints.defer(target, [items[i][0] for i in indexes])
+        missed: list[Record] = []
+        for i, outcome in zip(indexes, task.result(), strict=True):
+            if isinstance(outcome, KVError):
+                trackers[i].fail(target, outcome)
+                if outcome.code not in _DEFINITE:
+                    missed.append(items[i][0])
+            else:
+                trackers[i].ack(target, *outcome)
+        if missed and target != self.node_id:
+            self.hints.defer(target, missed)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -326,7 +476,7 @@ class Coordinator:
             )
             for k in keys
         ]
-        inflight: dict[asyncio.Task[list[Record | None]], tuple[str, list[int]]] = {}
+        inflight: dict[asyncio.Task[list[ReadAnswer]], tuple[str, list[int]]] = {}
         self._ask(keys, trackers, range(len(keys)), 0, inflight)
         deadline = asyncio.get_running_loop().time() + self.timeout
         while inflight and not all(t.done or (t.hopeless and not t.outstanding) for t in trackers):
@@ -345,10 +495,10 @@ class Coordinator:
                 error = task.exception()
                 for n, i in enumerate(indexes):
                     tracker = trackers[i]
-                    tracker.outstanding.discard(target)
                     if error is None:
-                        tracker.answers[target] = task.result()[n]
+                        tracker.answer(target, task.result()[n])
                     else:
+                        tracker.outstanding.discard(target)
                         tracker.stale |= isinstance(error, StaleEpoch)
             self._ask(keys, trackers, waiting, 0, inflight)
         for task in inflight:  # answers no longer needed; don't leave their errors unretrieved
@@ -361,30 +511,51 @@ class Coordinator:
         trackers: list[_ReadTracker],
         indexes: Iterable[int],
         extra: int,
-        inflight: dict[asyncio.Task[list[Record | None]], tuple[str, list[int]]],
+        inflight: dict[asyncio.Task[list[ReadAnswer]], tuple[str, list[int]]],
     ) -> None:
         """Send each tracker's next requests, one batched call per replica. This node's own store
-        answers inline, without a task."""
-        per_target: dict[str, list[int]] = {}
-        for i in indexes:
-            for target in trackers[i].take(extra):
-                per_target.setdefault(target, []).append(i)
+        answers inline, without a task; where its copy is corrupt, the next replica is asked."""
         local = self.roster.local
-        for target, idx in per_target.items():
-            wanted = [keys[i] for i in idx]
-            if target == local.id and not local.rebuilding:
-                for i, record in zip(idx, local.read_now(wanted), strict=True):
-                    trackers[i].outstanding.discard(target)
-                    trackers[i].answers[target] = record
-                continue
-            task = asyncio.get_running_loop().create_task(self.roster.get(target).read(wanted))
-            inflight[task] = (target, idx)
+        while True:
+            per_target: dict[str, list[int]] = {}
+            for i in indexes:
+                for target in trackers[i].take(extra):
+                    per_target.setdefault(target, []).append(i)
+            inline = None if local.rebuilding else per_target.pop(local.id, None)
+            loop = asyncio.get_running_loop()
+            for target, idx in per_target.items():
+                task = loop.create_task(self.roster.get(target).read([keys[i] for i in idx]))
+                inflight[task] = (target, idx)
+            if inline is None:
+                return
+            for i, answer in zip(inline, local.read_now([keys[i] for i in inline]), strict=True):
+                trackers[i].answer(local.id, answer)
+            indexes, extra = [i for i in inline if local.id in trackers[i].corrupt], 0
 
     def _repair(self, record: Record, stale: list[str]) -> None:
         """Send the newest version to replicas that answered with an older one; don't wait."""
         self.metrics.read_repairs.inc(len(stale))
         for target in stale:
             self._spawn(self.roster.get(target).apply([(record, False)], repair=True))
+
+    def _repair_corrupt(self, record: Record, targets: list[str]) -> None:
+        """Replace copies that failed their check with the newest intact one; don't wait. A stored
+        corrupt copy counts as absent, so the same version replaces it."""
+        corruption.log(
+            "read",
+            logging.WARNING,
+            "a read of key %r found copies failing their checksum on %s; repairing them from version %s",
+            record.key[:64],
+            ", ".join(targets),
+            tuple(record.version),
+        )
+        for target in targets:
+            self._spawn(self._fix(target, record))
+
+    async def _fix(self, target: str, record: Record) -> None:
+        outcome = (await self.roster.get(target).apply([(record, False)], repair=True))[0]
+        if not isinstance(outcome, KVError):
+            self.metrics.corrupt_repairs.labels("read").inc()
 
     async def close(self) -> None:
         """Stop the read repairs still in the background (anti-entropy makes up for them)."""

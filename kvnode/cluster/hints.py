@@ -115,7 +115,7 @@ class HintedHandoff:
                 peer = self._roster.peer(target)
                 if peer is None:
                     return delivered
-                for chunk in chunked(h.record for h in keep):
+                for chunk in chunked(h.record for h in keep if h.record is not None):
                     await peer.apply([(r, False) for r in chunk], repair=True)
                 self._metrics.hints_replayed.labels(target).inc(len(keep))
                 delivered += len(keep)
@@ -127,12 +127,20 @@ class HintedHandoff:
         if self._topology.membership.member(target) is None:
             self._metrics.hints_dropped.labels(target, "not_member").inc(len(hints))
             return []
+        intact = [h for h in hints if h.record is not None]
+        if len(intact) < len(hints):  # failed their check: never spread a corrupt record
+            self._metrics.hints_dropped.labels(target, "corrupt").inc(len(hints) - len(intact))
         now = physical_ms(self._clock.wall())
-        keep = [h for h in hints if now - h.created_ms <= self._max_age_ms]
-        if len(keep) < len(hints):
-            self._metrics.hints_dropped.labels(target, "expired").inc(len(hints) - len(keep))
+        keep = [h for h in intact if now - h.created_ms <= self._max_age_ms]
+        if len(keep) < len(intact):
+            self._metrics.hints_dropped.labels(target, "expired").inc(len(intact) - len(keep))
         return keep
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Let hints being stored finish, for at most ``timeout`` seconds (a stuck disk must not
+        hold up shutdown; anti-entropy repairs what a lost hint would have)."""
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)

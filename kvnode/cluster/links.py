@@ -16,8 +16,8 @@ import grpc
 
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, replica_pb2, replica_pb2_grpc, types_pb2
 from kvnode.cluster.batching import Batcher, InFlight
-from kvnode.cluster.clock import HybridClock
-from kvnode.cluster.replica import ApplyItem, ApplyOutcome, KeyVersionEntry, StaleEpoch
+from kvnode.cluster.clock import ClockAhead, HybridClock
+from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, KeyVersionEntry, ReadAnswer, StaleEpoch
 from kvnode.core.errors import KVError, Unavailable, from_status
 from kvnode.core.records import Record, Version
 from kvnode.metrics import NodeMetrics
@@ -38,6 +38,7 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 0),
 ]
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 STALL_SECONDS = 0.25
 # How long a busy node's link gathers before its next batch (see ``batching``; the values are the
 # best measured, bench/README.md). An apply's round trip includes a commit, so its link waits longer.
@@ -136,7 +137,12 @@ class PeerLink:
         self._metrics.replica_rpcs.labels(self.id, method, "OK").inc()
         self._mark(True)
         header = response.header
-        self._clock.observe(header.hlc)
+        try:
+            self._clock.observe(header.hlc, f"peer {self.id}'s clock")
+        except ClockAhead as exc:
+            # The peer did the work, but its answer cannot be trusted: what it did is unknown here.
+            self._metrics.clock_refusals.labels(self.id).inc()
+            raise Unavailable(exc.message) from None
         if header.HasField("newer_membership"):
             await self._adopt(header.newer_membership)
             raise StaleEpoch(f"peer {self.id} has membership epoch {header.newer_membership.epoch}")
@@ -163,32 +169,35 @@ class PeerLink:
         self._mark(True)
         return response
 
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyResult]:
         if repair:
             return await self._send_apply(items, repair=True)
         self._refuse_if_stalled()
         return await self._apply.call(items)
 
-    async def _send_apply(self, items: list[ApplyItem], repair: bool = False) -> list[ApplyOutcome]:
+    async def _send_apply(self, items: list[ApplyItem], repair: bool = False) -> list[ApplyResult]:
         self._metrics.replica_batch.labels("Apply").observe(len(items))
         request = replica_pb2.ApplyRequest(
             header=self._header(repair),
             items=[replica_pb2.ApplyItem(record=r.to_proto(), return_previous=w) for r, w in items],
         )
         response = await self._call("Apply", self._stub.Apply, request, watch=not repair)
-        return [
-            (o.applied, Record.from_proto(o.previous) if o.had_previous else None) for o in response.outcomes
-        ]
+        return [self._outcome(o) for o in response.outcomes]
 
-    async def read(self, keys: list[bytes]) -> list[Record | None]:
+    def _outcome(self, outcome: replica_pb2.ApplyOutcome) -> ApplyResult:
+        if outcome.error_code:
+            return from_status(_STATUS[outcome.error_code], f"peer {self.id}: {outcome.error}")
+        return outcome.applied, Record.from_proto(outcome.previous) if outcome.had_previous else None
+
+    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
         self._refuse_if_stalled()
         return await self._read.call(keys)
 
-    async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
+    async def _send_read(self, keys: list[bytes]) -> list[ReadAnswer]:
         self._metrics.replica_batch.labels("Read").observe(len(keys))
         request = replica_pb2.ReadRequest(header=self._header(), keys=keys)
         response = await self._call("Read", self._stub.Read, request, watch=True)
-        return [Record.from_proto(r.record) if r.found else None for r in response.results]
+        return [_answer(self.id, key, r) for key, r in zip(keys, response.results, strict=True)]
 
     async def scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
@@ -225,6 +234,12 @@ class PeerLink:
         )
         response = await self._call("FetchPartition", self._stub.FetchPartition, request)
         return [Record.from_proto(r) for r in response.records], response.exhausted
+
+
+def _answer(peer: str, key: bytes, result: replica_pb2.ReadResult) -> ReadAnswer:
+    if result.corrupt:
+        return Corrupt(key, f"the copy on {peer} failed its check")
+    return Record.from_proto(result.record) if result.found else None
 
 
 def _to_error(peer: str, exc: grpc.aio.AioRpcError) -> KVError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kvnode.cluster.replica import ApplyItem, ApplyOutcome, KeyVersionEntry
+from kvnode.cluster.checks import RecordCheck
+from kvnode.cluster.replica import ApplyItem, ApplyResult, KeyVersionEntry, ReadAnswer
 from kvnode.core.errors import Unavailable
 from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
@@ -15,24 +16,31 @@ class LocalReplica:
 
     healthy = True
 
-    def __init__(self, node_id: str, storage: Storage, committer: GroupCommitter) -> None:
+    def __init__(self, node_id: str, storage: Storage, committer: GroupCommitter, check: RecordCheck) -> None:
         self.id = node_id
         self._storage = storage
         self._committer = committer
+        self._check = check
         self.rebuilding = False
 
     def _check_readable(self) -> None:
         if self.rebuilding:
             raise Unavailable(f"node {self.id} is rebuilding its data from peers")
 
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
-        return await self._committer.submit(ApplyRecords.of(items))
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyResult]:
+        """Store what may be stored; each refused record gets its reason as its result."""
+        refusals = [self._check.refusal(record) for record, _ in items]
+        if not any(refusals):
+            return await self._committer.submit(ApplyRecords.of(items))
+        stored = [item for item, why in zip(items, refusals, strict=True) if why is None]
+        results = iter(await self._committer.submit(ApplyRecords.of(stored)) if stored else [])
+        return [next(results) if why is None else why for why in refusals]
 
-    async def read(self, keys: list[bytes]) -> list[Record | None]:
+    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
         self._check_readable()
         return self._storage.get_many(keys)
 
-    def read_now(self, keys: list[bytes]) -> list[Record | None]:
+    def read_now(self, keys: list[bytes]) -> list[ReadAnswer]:
         """The coordinator's fast path: a local read needs no task."""
         return self._storage.get_many(keys)
 

@@ -11,14 +11,28 @@ from typing import Protocol
 from kvnode.api.v1 import types_pb2
 from kvnode.core.errors import Unavailable
 from kvnode.core.records import Record, Version
-from kvnode.storage.ops import ApplyOutcome
+from kvnode.storage.ops import ApplyOutcome, ApplyResult
+from kvnode.storage.schema import Corrupt
 
 ApplyItem = tuple[Record, bool]
 """A record to store, and whether to return the record it replaces."""
 KeyVersionEntry = tuple[bytes, Version, bool]
 """A key, its version and whether it is a tombstone: what anti-entropy compares."""
+ReadAnswer = Record | Corrupt | None
+"""A replica's answer for one key: its record, Corrupt when its copy failed its check (it is not
+served: the coordinator asks another replica and repairs this one), or None when it has none."""
 
-__all__ = ["ApplyItem", "ApplyOutcome", "KeyVersionEntry", "RemoteReplica", "Replica", "StaleEpoch"]
+__all__ = [
+    "ApplyItem",
+    "ApplyOutcome",
+    "ApplyResult",
+    "Corrupt",
+    "KeyVersionEntry",
+    "ReadAnswer",
+    "RemoteReplica",
+    "Replica",
+    "StaleEpoch",
+]
 
 
 class StaleEpoch(Unavailable):
@@ -33,9 +47,9 @@ class Replica(Protocol):
     @property
     def healthy(self) -> bool: ...
 
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]: ...
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyResult]: ...
 
-    async def read(self, keys: list[bytes]) -> list[Record | None]: ...
+    async def read(self, keys: list[bytes]) -> list[ReadAnswer]: ...
 
     async def scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool

@@ -35,11 +35,18 @@ class Topology:
     """The membership and placement every request is planned on, and the only place that changes
     them: it persists a new membership before using it and tells its listeners."""
 
-    def __init__(self, node_id: str, membership: Membership, persist: Persist) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        membership: Membership,
+        persist: Persist,
+        peers: Callable[[], Sequence[MembershipSource]] = tuple,
+    ) -> None:
         self.node_id = node_id
         self._membership = membership
         self._placement = Placement(membership)
         self._persist = persist
+        self._peers = peers
         self._lock = asyncio.Lock()
         self._inflight: Counter[int] = Counter()
         self._listeners: list[Callable[[Membership], None]] = []
@@ -98,6 +105,25 @@ class Topology:
         if drain_seconds:
             await self._wait_drained(membership.epoch, drain_seconds)
         return installed
+
+    async def change(self, membership: Membership, *, drain_seconds: float = 0.0) -> bool:
+        """Install ``membership`` as the operator or kvctl asks (Admin.SetMembership): only the
+        same epoch again (a retry) or the next one, by a step the reconfiguration protocol takes
+        (:meth:`Membership.successor_problem`). Peers' newer memberships go through :meth:`adopt`,
+        which may skip epochs that a node missed while it was down."""
+        if membership.epoch > self._membership.epoch + 1:
+            # A node that missed epochs (a newcomer that has not heard of the cluster's latest, a
+            # node that was down) first learns them from its peers; a made-up epoch stays refused.
+            await self.catch_up(self._peers())
+        current = self._membership
+        if membership.epoch > current.epoch:
+            problem = current.successor_problem(membership)
+            if problem is not None:
+                raise FailedPrecondition(
+                    f"membership epoch {membership.epoch} refused: {problem} "
+                    f"(this node holds epoch {current.epoch})"
+                )
+        return await self.install(membership, drain_seconds=drain_seconds)
 
     async def adopt(self, msg: types_pb2.Membership) -> None:
         """Take a newer membership reported by a peer; ignore anything not newer."""

@@ -20,6 +20,20 @@ class MemberState(IntEnum):
     LEAVING = types_pb2.MEMBER_STATE_LEAVING
 
 
+_STEPS = frozenset(
+    {
+        (None, MemberState.JOINING),
+        (MemberState.JOINING, MemberState.ACTIVE),
+        (MemberState.ACTIVE, MemberState.LEAVING),
+        (MemberState.LEAVING, None),
+    }
+)
+
+
+def _state_name(state: MemberState | None) -> str:
+    return "not a member" if state is None else state.name
+
+
 @dataclass(frozen=True)
 class Member:
     id: str
@@ -79,6 +93,42 @@ class Membership:
             and self.replication_factor == other.replication_factor
             and self.partitions == other.partitions
         )
+
+    def successor_problem(self, new: Membership) -> str | None:
+        """Why ``new`` cannot come right after this membership, or None when it can.
+
+        The next epoch changes at most one member's state, the way membership changes go (see
+        ``kvnode.client.reconfig``): a new member enters JOINING, a JOINING member becomes ACTIVE,
+        an ACTIVE member becomes LEAVING, a LEAVING member is dropped. Addresses may change (a pod
+        that moved). The replication factor and the partitions never change. Epoch 0 is only the
+        nodes' flags, so the first real epoch may be anything valid.
+        """
+        if new.epoch != self.epoch + 1:
+            return f"epoch {new.epoch} is not the next epoch after {self.epoch}"
+        if self.epoch == 0:
+            return None
+        if new.replication_factor != self.replication_factor:
+            return (
+                f"the replication factor cannot change ({self.replication_factor} -> "
+                f"{new.replication_factor})"
+            )
+        before = {m.id: m.state for m in self.members}
+        after = {m.id: m.state for m in new.members}
+        changes = [
+            (member_id, before.get(member_id), after.get(member_id))
+            for member_id in dict.fromkeys([*before, *after])
+            if before.get(member_id) != after.get(member_id)
+        ]
+        if len(changes) > 1:
+            names = ", ".join(c[0] for c in changes)
+            return f"{len(changes)} members change state at once ({names}); one at a time"
+        for member_id, was, becomes in changes:
+            if (was, becomes) not in _STEPS:
+                return (
+                    f"member {member_id} cannot go from {_state_name(was)} to {_state_name(becomes)} "
+                    "in one epoch"
+                )
+        return None
 
     def to_proto(self) -> types_pb2.Membership:
         return types_pb2.Membership(

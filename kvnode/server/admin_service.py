@@ -30,7 +30,7 @@ class MembershipControl(Protocol):
     @property
     def membership(self) -> Membership: ...
 
-    async def install(self, membership: Membership, *, drain_seconds: float = 0.0) -> bool: ...
+    async def change(self, membership: Membership, *, drain_seconds: float = 0.0) -> bool: ...
 
 
 class TransferControl(Protocol):
@@ -118,7 +118,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             membership = Membership.from_proto(request.membership)
         except ValueError as exc:
             raise InvalidArgument(f"invalid membership: {exc}") from None
-        await self._membership.install(membership, drain_seconds=self._drain_seconds)
+        await self._membership.change(membership, drain_seconds=self._drain_seconds)
         return admin_pb2.SetMembershipResponse(epoch=self._membership.membership.epoch)
 
     @handler("Admin/Join")

@@ -131,13 +131,14 @@ class KVService(kv_pb2_grpc.KVServicer):
         check_keys(keys, self.limits)
         level = self._level(request.consistency)
         single_key_only(level, "read batches")
-        records = await self.coordinator.read(keys, level)
-        size = sum(len(r.value) for r in records if r is not None)
+        unique = list(dict.fromkeys(keys))  # a key named twice is read once
+        records = dict(zip(unique, await self.coordinator.read(unique, level), strict=True))
+        size = sum(len(record.value) for key in keys if (record := records[key]) is not None)
         if size > self.limits.max_batch_bytes:
             raise InvalidArgument(
                 f"the values of these keys add up to {size} bytes, over the limit of "
                 f"{self.limits.max_batch_bytes} bytes (--max-batch-bytes); ask for fewer keys"
             )
         return kv_pb2.BatchGetResponse(
-            kvs=[missing(k) if r is None else r.to_key_value() for k, r in zip(keys, records, strict=True)]
+            kvs=[missing(k) if (r := records[k]) is None else r.to_key_value() for k in keys]
         )

@@ -1,24 +1,33 @@
 """The internal Replica service: what a node does when another node coordinates a request.
 
-Every message advances this node's clock past the sender's. A coordinated request (not a repair)
+Every message advances this node's clock past the sender's, unless the sender's clock is too far
+ahead (--max-clock-offset): then the request is refused. Records are checked one by one
+(:class:`~kvnode.cluster.checks.RecordCheck`): a refused record gets its reason in its outcome and
+the others of its request are stored. A coordinated request (not a repair)
 from a sender with an older membership epoch is not carried out: the response carries the newer
 membership instead, and the sender adopts it and plans again.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
-from kvnode.cluster.clock import HybridClock
+from kvnode.cluster.clock import ClockAhead, HybridClock
 from kvnode.cluster.local import LocalReplica
+from kvnode.cluster.replica import ApplyResult, Corrupt, ReadAnswer
 from kvnode.cluster.topology import Topology
+from kvnode.core.errors import KVError
+from kvnode.core.logs import RateLimitedLog
 from kvnode.core.records import Record
+from kvnode.metrics import NodeMetrics
 from kvnode.server.rpc import handler
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+refusals = RateLimitedLog(logging.getLogger(__name__))
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer):
@@ -29,14 +38,22 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         local: LocalReplica,
         topology: Topology,
         clock: HybridClock,
+        metrics: NodeMetrics,
     ) -> None:
         self.local = local
         self.topology = topology
         self.clock = clock
+        self.metrics = metrics
 
     def _accept(self, header: replica_pb2.RequestHeader) -> replica_pb2.ResponseHeader | None:
-        """Observe the sender's clock; a header carrying our newer membership if we must refuse."""
-        self.clock.observe(header.hlc)
+        """Observe the sender's clock (refusing one too far ahead, which is counted and logged);
+        a header carrying our newer membership if we must refuse."""
+        try:
+            self.clock.observe(header.hlc, f"the clock of {header.sender or 'the sender'}")
+        except ClockAhead as exc:
+            self.metrics.clock_refusals.labels(header.sender).inc()
+            refusals.log(f"clock/{header.sender}", logging.WARNING, "refused a request: %s", exc.message)
+            raise
         membership = self.topology.membership
         if not header.repair and header.epoch < membership.epoch:
             return replica_pb2.ResponseHeader(hlc=self.clock.last, newer_membership=membership.to_proto())
@@ -52,31 +69,32 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         items = [(Record.from_proto(i.record), i.return_previous) for i in request.items]
         outcomes = await self.local.apply(items, repair=request.header.repair)
         return replica_pb2.ApplyResponse(
-            header=self._header(),
-            outcomes=[
-                replica_pb2.ApplyOutcome(applied=applied)
-                if previous is None
-                else replica_pb2.ApplyOutcome(
-                    applied=applied, had_previous=True, previous=previous.to_proto()
-                )
-                for applied, previous in outcomes
-            ],
+            header=self._header(), outcomes=[self._outcome(o, request.header.sender) for o in outcomes]
         )
+
+    def _outcome(self, outcome: ApplyResult, sender: str) -> replica_pb2.ApplyOutcome:
+        if isinstance(outcome, KVError):
+            reason = "clock" if isinstance(outcome, ClockAhead) else outcome.code.name.lower()
+            self.metrics.refused_records.labels(sender, reason).inc()
+            refusals.log(
+                f"record/{sender}/{reason}",
+                logging.WARNING,
+                "refused a record from %s: %s",
+                sender,
+                outcome.message,
+            )
+            return replica_pb2.ApplyOutcome(error_code=outcome.code.value[0], error=outcome.message)
+        applied, previous = outcome
+        if previous is None:
+            return replica_pb2.ApplyOutcome(applied=applied)
+        return replica_pb2.ApplyOutcome(applied=applied, had_previous=True, previous=previous.to_proto())
 
     @handler("Replica/Read")
     async def Read(self, request: replica_pb2.ReadRequest, context: Ctx) -> replica_pb2.ReadResponse:
         if (refusal := self._accept(request.header)) is not None:
             return replica_pb2.ReadResponse(header=refusal)
-        records = await self.local.read(list(request.keys))
-        return replica_pb2.ReadResponse(
-            header=self._header(),
-            results=[
-                replica_pb2.ReadResult()
-                if r is None
-                else replica_pb2.ReadResult(found=True, record=r.to_proto())
-                for r in records
-            ],
-        )
+        answers = await self.local.read(list(request.keys))
+        return replica_pb2.ReadResponse(header=self._header(), results=[_read_result(a) for a in answers])
 
     @handler("Replica/Scan")
     async def Scan(
@@ -125,3 +143,12 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.FetchPartitionResponse(
             header=self._header(), records=[r.to_proto() for r in records], exhausted=exhausted
         )
+
+
+def _read_result(answer: ReadAnswer) -> replica_pb2.ReadResult:
+    """A copy that failed its check is reported as such, never sent."""
+    if answer is None:
+        return replica_pb2.ReadResult()
+    if isinstance(answer, Corrupt):
+        return replica_pb2.ReadResult(corrupt=True)
+    return replica_pb2.ReadResult(found=True, record=answer.to_proto())

@@ -2,9 +2,10 @@
 
 A servicer marks each RPC method with :func:`handler`; :func:`instrument` wraps every marked method
 of one servicer when the server is assembled, with the metrics and the default level passed in. A
-``KVError`` becomes its gRPC status with its message, anything unexpected becomes INTERNAL with a
-pointer to the log (never a traceback on the wire), and each call is counted and timed by method,
-consistency level and status code.
+``KVError`` becomes its gRPC status with its message, a request that does not parse becomes
+INVALID_ARGUMENT, anything unexpected becomes INTERNAL with a pointer to the log (never a traceback
+on the wire; the log gets one per method every few seconds, however many fail), and each call is
+counted and timed by method, consistency level and status code.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from kvnode.core.errors import KVError
+from kvnode.core.errors import InvalidArgument, KVError
 from kvnode.core.levels import Level
+from kvnode.core.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+failures = RateLimitedLog(log)  # a flood of failing requests logs one traceback per method a while
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -30,6 +35,25 @@ BoundHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any
 
 _METHOD = "__rpc_method__"
 _LEVEL_NAMES = {level.value: level.name for level in Level}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What a handler gets instead of a request whose bytes do not parse (see :func:`lenient`)."""
+
+    error: str
+
+
+def lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A request deserializer that hands over a :class:`Malformed` instead of raising."""
+
+    def run(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(str(exc) or "the request does not parse")
+
+    return run
 
 
 class RequestMetrics(Protocol):
@@ -46,35 +70,74 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     return mark
 
 
-def instrument(servicer: S, metrics: RequestMetrics, default_level: Level) -> S:
-    """Wrap every :func:`handler` method of ``servicer`` in place; returns it, ready to register."""
+class Admission:
+    """A cap on the client requests in progress at once. A request beyond it is refused at once
+    with RESOURCE_EXHAUSTED and the trailing metadata ``kvnode-overloaded``, which tells the client
+    that nothing was done and that it may send the request again after a pause."""
+
+    METADATA = (("kvnode-overloaded", "1"),)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_progress = 0
+
+
+class Overloaded(KVError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def instrument(
+    servicer: S, metrics: RequestMetrics, default_level: Level, admission: Admission | None = None
+) -> S:
+    """Wrap every :func:`handler` method of ``servicer`` in place; returns it, ready to register.
+    With ``admission``, its requests count against that cap."""
     for name in dir(type(servicer)):
         method = getattr(getattr(type(servicer), name), _METHOD, None)
         if method is not None:
-            setattr(servicer, name, _guarded(getattr(servicer, name), method, metrics, default_level.name))
+            wrapped = _guarded(getattr(servicer, name), method, metrics, default_level.name, admission)
+            setattr(servicer, name, wrapped)
     return servicer
 
 
-def _guarded(fn: BoundHandler, method: str, metrics: RequestMetrics, default_level: str) -> BoundHandler:
+def _guarded(
+    fn: BoundHandler, method: str, metrics: RequestMetrics, default_level: str, admission: Admission | None
+) -> BoundHandler:
     @functools.wraps(fn)
     async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         consistency = getattr(request, "consistency", None)
         level = "" if consistency is None else _LEVEL_NAMES.get(consistency, default_level)
+        admitted = False
         try:
+            if isinstance(request, Malformed):
+                raise InvalidArgument(f"malformed {method} request: {request.error}")
+            if admission is not None:
+                if admission.in_progress >= admission.limit:
+                    raise Overloaded(
+                        f"the node has {admission.in_progress} requests in progress, its limit "
+                        "(--max-requests); try again shortly"
+                    )
+                admission.in_progress += 1
+                admitted = True
             response = await fn(request, context)
+        except Overloaded as exc:
+            metrics.observe_request(method, level, exc.code.name, _since(started))
+            await context.abort(exc.code, exc.message, trailing_metadata=Admission.METADATA)
         except KVError as exc:
             status, details = exc.code, exc.message
         except grpc.aio.AbortError:  # the handler aborted the call itself
             aborted = context.code()
             metrics.observe_request(method, level, aborted.name if aborted else "UNKNOWN", _since(started))
             raise
-        except Exception:
-            log.exception("%s failed", method)
+        except Exception:  # noqa: BLE001 - anything unexpected becomes INTERNAL, logged (rate-limited)
+            failures.log(method, logging.ERROR, "%s failed", method, exc_info=True)
             status, details = grpc.StatusCode.INTERNAL, f"internal error in {method}; see the node's log"
         else:
             metrics.observe_request(method, level, "OK", _since(started))
             return response
+        finally:
+            if admitted and admission is not None:
+                admission.in_progress -= 1
         # Counted before the status leaves: a client that has its answer finds it in the metrics.
         metrics.observe_request(method, level, status.name, _since(started))
         await context.abort(status, details)

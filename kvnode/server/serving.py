@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -12,19 +14,30 @@ from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, kv_pb2, kv_pb2_grpc, replic
 from kvnode.config import Limits
 from kvnode.core.errors import StartupError
 from kvnode.core.names import parse_host_port
+from kvnode.server.rpc import lenient
 
-SERVICE_NAMES = (
-    kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
-    replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+SERVICES = (
+    kv_pb2.DESCRIPTOR.services_by_name["KV"],
+    replica_pb2.DESCRIPTOR.services_by_name["Replica"],
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def server_options(limits: Limits) -> list[tuple[str, Any]]:
+PENDING_PER_REQUEST = 16
+
+
+def server_options(limits: Limits, max_requests: int) -> list[tuple[str, Any]]:
+    """``max_requests`` also sizes gRPC's own queue of calls not yet handed to the node, which by
+    default sheds a burst of a few thousand calls with CANCELLED before the node sees them: the
+    queue must hold the bursts that the node's own cap then answers with RESOURCE_EXHAUSTED."""
     size = max(limits.grpc_message_bytes, 64 * 1024 * 1024)
+    pending = max(PENDING_PER_REQUEST * max_requests, 16_384)
     return [
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", pending),
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -32,6 +45,23 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def register(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    """Serve ``service``'s methods from ``servicer``, as the generated ``add_*Servicer_to_server``
+    would, except that a request that does not parse reaches its handler as a
+    :class:`~kvnode.server.rpc.Malformed`, to be refused with INVALID_ARGUMENT (gRPC itself would
+    answer UNKNOWN and log a traceback for each one)."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=lenient(GetMessageClass(method.input_type).FromString),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
 class Server:
@@ -48,16 +78,16 @@ class Server:
         cls,
         listen: str,
         limits: Limits,
+        max_requests: int,
         *,
         kv: kv_pb2_grpc.KVServicer,
         replica: replica_pb2_grpc.ReplicaServicer,
         admin: admin_pb2_grpc.AdminServicer,
     ) -> Server:
         parse_host_port(listen, what="--listen")
-        server = grpc.aio.server(options=server_options(limits))
-        kv_pb2_grpc.add_KVServicer_to_server(kv, server)
-        replica_pb2_grpc.add_ReplicaServicer_to_server(replica, server)
-        admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
+        server = grpc.aio.server(options=server_options(limits, max_requests))
+        for servicer, service in zip((kv, replica, admin), SERVICES, strict=True):
+            register(server, servicer, service)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

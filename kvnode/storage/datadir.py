@@ -6,6 +6,12 @@ ids sharing one directory would silently merge replicas. Both are refused at sta
 
 A node that was away longer than the tombstone grace period has its old data set aside and starts
 empty (it then rebuilds from its peers), because replaying that data could resurrect deletes.
+
+A damaged data file (truncated, or its meta pages broken: :mod:`kvnode.storage.lmdbfile`) is never
+opened. A node that has other replicas to copy its data from sets the file aside, keeps it for
+inspection, starts empty and rebuilds, as after a lost volume; a node without one (alone, or with a
+replication factor of 1) refuses to start and says what to do, so it never gives up its only copy
+by itself.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from kvnode.core.errors import StartupError
 from kvnode.storage.engine import Storage
+from kvnode.storage.lmdbfile import DamagedFile
 from kvnode.storage.schema import Meta
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,14 @@ def check_node_id(path: Path, stored: str | None, node_id: str) -> None:
         )
 
 
+class Opened(NamedTuple):
+    storage: Storage
+    fresh: bool
+    """The store holds no data from before."""
+    set_aside: Path | None
+    """Where the data it held went (stale or damaged): the node must rebuild it from its peers."""
+
+
 def open_store(
     data_dir: Path,
     node_id: str,
@@ -72,12 +88,31 @@ def open_store(
     map_size: int,
     max_map_size: int,
     stale_after: float | None,
-) -> tuple[Storage, bool]:
-    """Open (or create) the store in ``data_dir/lmdb``; returns it and whether it holds no data from
-    before. A store last alive more than ``stale_after`` seconds ago is set aside (None: never)."""
+    rebuild_damaged: bool = False,
+) -> Opened:
+    """Open (or create) the store in ``data_dir/lmdb``. A store last alive more than ``stale_after``
+    seconds ago is set aside (None: never); so is a damaged one if ``rebuild_damaged`` (the node
+    has other replicas to rebuild from), else a damaged one is refused."""
     path = data_dir / "lmdb"
     fresh = not (path / "data.mdb").exists()
-    storage = _open(path, partitions, map_size, max_map_size)
+    try:
+        storage = _open(path, partitions, map_size, max_map_size)
+    except DamagedFile as exc:
+        if not rebuild_damaged:
+            raise DataDirError(
+                f"{exc}. kvnode does not start on a damaged data file, and this node has no other "
+                "replica to rebuild it from (it runs alone, or --replication-factor is 1). Keep the "
+                f"file for inspection, then restore a backup into an empty --data-dir, or move {path} "
+                "away to start empty"
+            ) from None
+        aside = _set_aside(data_dir, "damaged")
+        log.error(
+            "%s; the damaged data was moved to %s and this node will rebuild from its peers "
+            "(delete it once no longer needed)",
+            exc,
+            aside,
+        )
+        return Opened(_open(path, partitions, map_size, max_map_size), True, aside)
     try:
         check_node_id(data_dir, storage.get_meta(Meta.NODE_ID), node_id)
     except DataDirError:
@@ -85,13 +120,12 @@ def open_store(
         raise
     alive_ms = storage.get_meta(Meta.ALIVE_MS)
     if fresh or alive_ms is None or stale_after is None:
-        return storage, fresh
+        return Opened(storage, fresh, None)
     away = time.time() - alive_ms / 1000
     if away <= stale_after:
-        return storage, fresh
+        return Opened(storage, fresh, None)
     storage.close()
-    aside = data_dir / f"stale-{int(time.time())}"
-    path.rename(aside)
+    aside = _set_aside(data_dir, "stale")
     log.warning(
         "this node was away for %.0fs, longer than the tombstone grace period (%.0fs); "
         "its data was moved to %s and it will rebuild from its peers",
@@ -99,7 +133,18 @@ def open_store(
         stale_after,
         aside,
     )
-    return _open(path, partitions, map_size, max_map_size), True
+    return Opened(_open(path, partitions, map_size, max_map_size), True, aside)
+
+
+def _set_aside(data_dir: Path, why: str) -> Path:
+    """Move the store out of the node's way, keeping it: ``<data-dir>/<why>-<time>``."""
+    stamp = int(time.time())
+    aside = data_dir / f"{why}-{stamp}"
+    while aside.exists():
+        stamp += 1
+        aside = data_dir / f"{why}-{stamp}"
+    (data_dir / "lmdb").rename(aside)
+    return aside
 
 
 def _open(path: Path, partitions: int, map_size: int, max_map_size: int) -> Storage:

@@ -21,6 +21,7 @@ import lmdb
 from kvnode.core.errors import StorageError, StorageFull
 from kvnode.core.records import MESSAGE_BUDGET, Record, Version
 from kvnode.storage.gate import RWGate
+from kvnode.storage.lmdbfile import check_data_file
 from kvnode.storage.schema import (
     DATA,
     DIGESTS,
@@ -28,18 +29,23 @@ from kvnode.storage.schema import (
     META,
     PIDX,
     TOMBS,
+    ChecksumError,
+    Corrupt,
     Hint,
     MetaKey,
     decode_digest,
     decode_hint,
     decode_value,
     decode_version,
+    encode_digest,
+    has_checksum,
     hint_prefix,
     hint_sequence,
     hint_target,
     partition_of_digest_key,
     partition_prefix,
     pidx_record_key,
+    record_hash,
 )
 from kvnode.storage.writes import Databases, Txn, WriteTxn
 
@@ -47,6 +53,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _LOW_DISK_BYTES = 8 * 1024 * 1024
+_PAGE_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
+"""LMDB's own findings of damaged pages: a read that meets one reports its keys as corrupt."""
+
+CorruptionSink = Callable[[Corrupt, str], None]
+"""Told of every record a read finds corrupt, and which read (``read``, ``scan``, ...) found it."""
+
+
+def _ignore(corrupt: Corrupt, where: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,22 @@ class StorageStats:
     @property
     def keys(self) -> int:
         return self.records - self.tombstones
+
+
+@dataclass(frozen=True)
+class PartitionCheck:
+    """One partition as a scrub finds it, read in one transaction."""
+
+    partition: int
+    checked: int
+    """Records read and checked."""
+    corrupt: list[bytes]
+    """Keys whose record failed its check, or that the partition index names but ``data`` lacks."""
+    unchecked: list[bytes]
+    """Keys whose record has no checksum yet (written before checksums)."""
+    digest_ok: bool
+    """Whether the stored digest is that of the intact records: if not, anti-entropy must not trust
+    it (a corrupt record hides behind the digest it was written with)."""
 
 
 class _Reading:
@@ -107,6 +138,8 @@ class Storage:
         self.partitions = partitions
         self.max_map_size = max_map_size
         path.mkdir(parents=True, exist_ok=True)
+        check_data_file(path)  # before LMDB maps it: a truncated file would be a SIGBUS
+        self._on_corrupt: CorruptionSink = _ignore
         try:
             self.env = lmdb.open(
                 str(path),
@@ -202,15 +235,48 @@ class Storage:
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
 
-    def get(self, key: bytes) -> Record | None:
-        with self.reading() as txn:
-            raw = txn.get(key, db=self.dbs.data)
-        return None if raw is None else decode_value(key, raw)
+    def report_corruption(self, sink: CorruptionSink) -> None:
+        """Tell ``sink`` of every corrupt record a read meets (the node counts, logs and repairs)."""
+        self._on_corrupt = sink
 
-    def get_many(self, keys: list[bytes]) -> list[Record | None]:
-        with self.reading() as txn:
-            raws = [txn.get(k, db=self.dbs.data) for k in keys]
-        return [None if raw is None else decode_value(k, raw) for k, raw in zip(keys, raws, strict=True)]
+    def found_corrupt(self, key: bytes, reason: str, where: str) -> Corrupt:
+        """Report a record that failed its check where it was found (a backup's copy of this
+        store, say): the node counts, logs and repairs it."""
+        corrupt = Corrupt(key, reason)
+        self._on_corrupt(corrupt, where)
+        return corrupt
+
+    def get(self, key: bytes) -> Record | Corrupt | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[bytes]) -> list[Record | Corrupt | None]:
+        """Each key's record; a record that fails its check comes back as :class:`Corrupt`."""
+        try:
+            with self.reading() as txn:
+                raws = [txn.get(k, db=self.dbs.data) for k in keys]
+        except _PAGE_DAMAGE:
+            return [self._get_alone(k) for k in keys]
+        out: list[Record | Corrupt | None] = []
+        for key, raw in zip(keys, raws, strict=True):
+            if raw is None:
+                out.append(None)
+                continue
+            try:
+                out.append(decode_value(key, raw))
+            except ChecksumError as exc:
+                out.append(self.found_corrupt(key, exc.reason, "read"))
+        return out
+
+    def _get_alone(self, key: bytes) -> Record | Corrupt | None:
+        """One key in a transaction of its own, after a damaged page failed a batch."""
+        try:
+            with self.reading() as txn:
+                raw = txn.get(key, db=self.dbs.data)
+            return None if raw is None else decode_value(key, raw)
+        except _PAGE_DAMAGE as exc:
+            return self.found_corrupt(key, f"damaged LMDB page: {exc}", "read")
+        except ChecksumError as exc:
+            return self.found_corrupt(key, exc.reason, "read")
 
     def scan(
         self,
@@ -224,7 +290,8 @@ class Storage:
         """Records (tombstones included) in [max(start, prefix), end) with the prefix, in key order,
         at most ``limit`` of them and about ``max_bytes``, so that a page fits one message.
 
-        Returns (records, exhausted): exhausted is True when nothing follows in the range.
+        Returns (records, exhausted): exhausted is True when nothing follows in the range. A record
+        that fails its check is left out and reported (see :meth:`report_corruption`).
         """
         first = max(start, prefix)
         out: list[Record] = []
@@ -237,7 +304,11 @@ class Storage:
                     return out, True
                 if len(out) >= limit or (out and size + len(key) + len(raw) > max_bytes):
                     return out, False
-                rec = decode_value(key, raw)
+                try:
+                    rec = decode_value(key, raw)
+                except ChecksumError as exc:
+                    self.found_corrupt(key, exc.reason, "scan")
+                    continue
                 out.append(rec._replace(value=b"") if keys_only else rec)
                 size += len(key) + (0 if keys_only else len(raw))
         return out, True
@@ -254,8 +325,9 @@ class Storage:
         return [(p, *decode_digest(raw)) for p, raw in zip(partitions, raws, strict=True)]
 
     def _partition_page(
-        self, partition: int, after: bytes, limit: int, decode: Callable[[bytes, bytes], T]
+        self, partition: int, after: bytes, limit: int, decode: Callable[[bytes, bytes], T], where: str
     ) -> tuple[list[T], bool]:
+        """A page of one partition; records that fail their check are left out and reported."""
         prefix = partition_prefix(partition)
         out: list[T] = []
         size = 0
@@ -272,20 +344,57 @@ class Storage:
                 key = pidx_record_key(index_key)
                 raw = txn.get(key, db=self.dbs.data)
                 if raw is not None:
-                    out.append(decode(key, raw))
-                    size += len(key) + len(raw)
+                    try:
+                        out.append(decode(key, raw))
+                        size += len(key) + len(raw)
+                    except ChecksumError as exc:
+                        self.found_corrupt(key, exc.reason, where)
                 found = cur.next()
         return out, True
 
     def key_versions(
         self, partition: int, after: bytes, limit: int
     ) -> tuple[list[tuple[bytes, Version, bool]], bool]:
-        """A page of (key, version, tombstone) for one partition, in key order after ``after``."""
-        return self._partition_page(partition, after, limit, lambda key, raw: (key, *decode_version(raw)))
+        """A page of (key, version, tombstone) for one partition, in key order after ``after``. A
+        corrupt record is left out, so that anti-entropy finds its key missing and copies it back."""
+        return self._partition_page(
+            partition, after, limit, lambda key, raw: (key, *decode_version(key, raw)), "key_versions"
+        )
 
     def fetch_partition(self, partition: int, after: bytes, limit: int) -> tuple[list[Record], bool]:
-        """A page of one partition's records, in key order after ``after``."""
-        return self._partition_page(partition, after, limit, decode_value)
+        """A page of one partition's records, in key order after ``after``; corrupt ones left out."""
+        return self._partition_page(partition, after, limit, decode_value, "fetch")
+
+    def check_partition(self, partition: int) -> PartitionCheck:
+        """Read and check every record of a partition in one transaction, and the digest stored
+        for it against the digest of its intact records (the scrub; blocking: run it in a thread).
+        Corrupt records found are reported (``scrub``) as well as returned."""
+        prefix = partition_prefix(partition)
+        corrupt: list[bytes] = []
+        unchecked: list[bytes] = []
+        digest = count = checked = 0
+        with self.reading() as txn, txn.cursor(db=self.dbs.pidx) as cur:
+            stored = txn.get(prefix, db=self.dbs.digests)
+            found = cur.set_range(prefix)
+            while found and (index_key := cur.key()).startswith(prefix):
+                key = pidx_record_key(index_key)
+                raw = txn.get(key, db=self.dbs.data)
+                checked += 1
+                try:
+                    if raw is None:
+                        raise ChecksumError(key, "indexed but missing")
+                    version, tomb = decode_version(key, raw)
+                except ChecksumError as exc:
+                    self.found_corrupt(key, exc.reason, "scrub")
+                    corrupt.append(key)
+                else:
+                    digest ^= record_hash(key, version, tomb)
+                    count += 1
+                    if not has_checksum(raw):
+                        unchecked.append(key)
+                found = cur.next()
+        expected = encode_digest(digest, count) if count else None
+        return PartitionCheck(partition, checked, corrupt, unchecked, stored == expected)
 
     def stats(self) -> StorageStats:
         with self.reading() as txn:
@@ -324,7 +433,11 @@ class Storage:
             for hint_id, raw in cur.iternext():
                 if not hint_id.startswith(prefix) or len(out) >= limit:
                     break
-                out.append(decode_hint(hint_id, raw))
+                try:
+                    out.append(decode_hint(hint_id, raw))
+                except ChecksumError as exc:
+                    self.found_corrupt(exc.key, exc.reason, "hint")
+                    out.append(Hint(hint_id, hint_target(hint_id), 0, None))
         return out
 
     def hint_totals(self) -> dict[str, tuple[int, int]]:

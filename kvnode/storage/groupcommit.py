@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from kvnode.core.errors import StorageError
+from kvnode.core.errors import StorageError, StorageFull
 from kvnode.storage import writer
 from kvnode.storage.engine import Storage
 from kvnode.storage.ops import WriteOp
@@ -36,8 +36,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Pending = tuple[WriteOp[Any], asyncio.Future[Any]]
 MAX_DELAY = 0.004
+STUCK_AFTER = 10.0
+CLOSE_TIMEOUT = 10.0
 MAX_BATCH = 4096
 START_TIMEOUT = 30.0
+
+
+def _broken(error: object) -> bool:
+    """A storage error that says the store cannot take writes (not a full disk, not one bad op)."""
+    return isinstance(error, StorageError) and not isinstance(error, StorageFull)
 
 
 class CommitObserver(Protocol):
@@ -53,7 +60,12 @@ class _Unobserved:
 
 class GroupCommitter:
     """Gathers write operations from the event loop into batches for the writer process, one batch
-    in flight at a time; every operation's result comes back only once its batch is durable."""
+    in flight at a time; every operation's result comes back only once its batch is durable.
+
+    ``on_health`` hears why the storage cannot take writes (a commit that has not finished for
+    ``stuck_after`` seconds, a batch whose every operation failed with a storage error), and None
+    once a commit succeeds again: the node reports NOT_SERVING meanwhile.
+    """
 
     def __init__(
         self,
@@ -62,13 +74,19 @@ class GroupCommitter:
         observer: CommitObserver | None = None,
         trailer: Callable[[], list[WriteOp[Any]]] | None = None,
         on_failure: Callable[[StorageError], None] | None = None,
+        on_health: Callable[[str | None], None] | None = None,
         max_delay: float = MAX_DELAY,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         self._storage = storage
         self._observer: CommitObserver = observer or _Unobserved()
         self._trailer = trailer or list
         self._on_failure = on_failure or (lambda error: None)
+        self._on_health = on_health or (lambda problem: None)
         self._max_delay = max_delay
+        self._stuck_after = stuck_after
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._problem: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pending: list[Pending] = []
@@ -111,8 +129,10 @@ class GroupCommitter:
             self._send()
         return await future
 
-    async def close(self) -> None:
-        """Commit everything submitted, then stop the writer process."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Commit everything submitted, then stop the writer process. A writer that has not
+        finished within ``timeout`` seconds is killed, and the writes still waiting fail: a stuck
+        disk must not make the node's shutdown hang."""
         if self._process is None or self._loop is None:
             return
         if self._timer is not None:
@@ -120,8 +140,15 @@ class GroupCommitter:
             self._timer = None
             if self._pending and self._inflight is None:
                 self._send()
-        while self._failure is None and (self._pending or self._inflight is not None):
-            await self._idle.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._failure is None and (self._pending or self._inflight is not None):
+                    await self._idle.wait()
+        except TimeoutError:
+            self._process.kill()
+            self._fail(f"the storage writer did not finish its commits within {timeout:g}s of shutdown")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         process, self._process = self._process, None
         assert process.stdin is not None and process.stdout is not None
         self._loop.remove_reader(process.stdout.fileno())
@@ -141,6 +168,8 @@ class GroupCommitter:
         self._inflight = batch
         self._target = len(batch)
         self._idle.clear()
+        assert self._loop is not None
+        self._watchdog = self._loop.call_later(self._stuck_after, self._stuck)
         try:
             writer.send_frame(self._process.stdin, ([op for op, _ in batch], self._trailer()))
         except OSError as exc:
@@ -162,9 +191,29 @@ class GroupCommitter:
                 return
             self._committed(*reply)
 
+    def _stuck(self) -> None:
+        self._report(f"the storage writer has not finished a commit in {self._stuck_after:g}s")
+
+    def _report(self, problem: str | None) -> None:
+        if problem != self._problem:
+            self._problem = problem
+            if problem is not None:
+                log.error("storage cannot take writes: %s", problem)
+            else:
+                log.info("storage takes writes again")
+            self._on_health(problem)
+
     def _committed(self, outcomes: list[writer.Outcome], seconds: float) -> None:
         assert self._inflight is not None and self._loop is not None
         batch, self._inflight = self._inflight, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        errors = [value for ok, value in outcomes if not ok]
+        if outcomes and len(errors) == len(outcomes) and all(_broken(e) for e in errors):
+            self._report(f"every write of a commit failed: {errors[0]}")
+        else:
+            self._report(None)
         self._observer.committed(len(batch), seconds)
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():

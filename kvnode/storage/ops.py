@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from kvnode.core.errors import InvalidArgument, KVError
 from kvnode.core.records import Record, Version
-from kvnode.storage.schema import MetaKey
+from kvnode.storage.schema import MAX_KEY_BYTES, MetaKey
 from kvnode.storage.writes import WriteTxn
 
 T_co = TypeVar("T_co", covariant=True)
@@ -23,6 +24,9 @@ ApplyRow = tuple[bytes, bytes, int, str, bool, bool]
 tuples because pickling a Record (a NamedTuple) per row costs several times as much."""
 ApplyOutcome = tuple[bool, Record | None]
 """Whether the record was applied (nothing as new was stored), and the record it replaced if asked."""
+ApplyResult = ApplyOutcome | KVError
+"""An outcome, or why this record alone was refused (the others of its batch are unaffected)."""
+_MAX_WRITER_ID = 255  # the encoding keeps the writer id's length in one byte
 
 
 class WriteOp(Generic[T_co]):
@@ -42,9 +46,28 @@ def _record(row: ApplyRow) -> Record:
     return Record(key, value, Version(hlc, writer), tombstone)
 
 
+def unstorable(row: ApplyRow) -> KVError | None:
+    """Why no transaction could store this row (checked before the transaction touches it, so a bad
+    row never leaves half its index entries behind), or None."""
+    key, value, hlc, writer, _, _ = row
+    fields: tuple[object, ...] = (key, value, writer)  # pickled from the node: check, do not trust
+    if not (isinstance(fields[0], bytes) and isinstance(fields[1], bytes) and isinstance(fields[2], str)):
+        return InvalidArgument("a record must have a bytes key and value and a text writer id")
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        return InvalidArgument(
+            f"a key of {len(key)} bytes cannot be stored: keys are 1 to {MAX_KEY_BYTES} bytes"
+        )
+    if not 0 < len(writer.encode()) <= _MAX_WRITER_ID:
+        return InvalidArgument(f"a writer id of {len(writer)} characters cannot be stored")
+    if not isinstance(hlc, int) or not 0 <= hlc < 1 << 64:
+        return InvalidArgument(f"a version of {hlc!r} cannot be stored")
+    return None
+
+
 @dataclass(frozen=True)
-class ApplyRecords(WriteOp[list[ApplyOutcome]]):
-    """Store each record unless a version at least as new is stored."""
+class ApplyRecords(WriteOp[list[ApplyResult]]):
+    """Store each record unless a version at least as new is stored; a record that cannot be stored
+    is refused alone."""
 
     rows: list[ApplyRow]
 
@@ -53,8 +76,8 @@ class ApplyRecords(WriteOp[list[ApplyOutcome]]):
         """From (record, return the previous record) pairs."""
         return cls([_row(record, want) for record, want in items])
 
-    def run(self, txn: WriteTxn) -> list[ApplyOutcome]:
-        return [txn.apply(_record(row), row[5]) for row in self.rows]
+    def run(self, txn: WriteTxn) -> list[ApplyResult]:
+        return [unstorable(row) or txn.apply(_record(row), row[5]) for row in self.rows]
 
 
 @dataclass(frozen=True)
@@ -107,3 +130,19 @@ class DeleteHints(WriteOp[list[int]]):
 
     def run(self, txn: WriteTxn) -> list[int]:
         return [txn.delete_hint(i) for i in self.ids]
+
+
+@dataclass(frozen=True)
+class Scrubbed(WriteOp[int]):
+    """What a scrub of one partition writes: a checksum for each record stored without one
+    (returns how many got one), and, when ``recount``, the partition's digest recomputed from its
+    intact records, so that anti-entropy sees what a corrupt record hid."""
+
+    partition: int
+    unchecked: list[bytes]
+    recount: bool
+
+    def run(self, txn: WriteTxn) -> int:
+        if self.recount:
+            txn.recount(self.partition)
+        return txn.add_checksums(self.unchecked)

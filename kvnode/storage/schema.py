@@ -3,7 +3,7 @@ meta records. Everything that reads or writes the store's bytes goes through her
 
 Sub-databases:
 
-- ``data``    key -> version, tombstone flag, value (:func:`encode_value`)
+- ``data``    key -> version, tombstone flag, checksum, value (:func:`encode_value`)
 - ``pidx``    partition (2 bytes) + key -> ""    every record, by partition, for streaming
 - ``digests`` partition -> XOR of record hashes (16 bytes) + record count (8 bytes)
 - ``tombs``   hlc (8 bytes) + key -> ""          tombstones by age, for garbage collection
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from kvnode.api.v1 import types_pb2
 from kvnode.core.membership import Membership
@@ -34,7 +35,11 @@ META = b"meta"
 SUBDATABASES = (DATA, PIDX, DIGESTS, TOMBS, HINTS, META)
 
 _HEADER = struct.Struct(">QBB")  # hlc, flags, len(node_id)
+_CHECK = struct.Struct(">BI")  # marker, CRC32: present when flags has _CHECKSUM
+_CHECKED = _HEADER.size + _CHECK.size  # where a checksummed record's writer id starts
 _TOMBSTONE = 0x01
+_CHECKSUM = 0x02
+_MARKER = 0xFF  # never the first byte of UTF-8 text: see decode_value
 _PART = struct.Struct(">H")
 _DIGEST = struct.Struct(">16sQ")
 _HLC = struct.Struct(">Q")
@@ -50,27 +55,95 @@ MAX_KEY_BYTES = LMDB_MAX_KEY_BYTES - _HLC.size
 clock, the most any index adds (``pidx`` adds 2)."""
 
 # -- data: records -------------------------------------------------------------------------------
+#
+# A record is stored as
+#
+#     hlc (8) | flags (1) | len(writer id) (1) | 0xFF (1) | CRC32 (4) | writer id | value
+#
+# flags: 0x01 tombstone, 0x02 checksummed. The CRC32 (zlib's) covers the key, the first ten bytes
+# and everything after the CRC, so a flipped byte anywhere in the key, the version, the flags or the
+# value fails the check. Records written before checksums (no 0x02, no marker) are read unchecked,
+# and get a checksum when next written or scrubbed. One byte cannot turn a checksummed record into
+# one of those: without 0x02 the writer id would start with the marker 0xFF, which UTF-8 never does.
+
+
+class ChecksumError(ValueError):
+    """A stored record failed its check (flipped bits, a torn or misplaced write). Never served."""
+
+    def __init__(self, key: bytes, reason: str) -> None:
+        super().__init__(f"the record of key {key[:64]!r} failed its check: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class Corrupt(NamedTuple):
+    """What a read finds where a record failed its check: not the record, so a caller cannot serve
+    it by mistake. A coordinator asks another replica; a node alone answers DATA_LOSS."""
+
+    key: bytes
+    reason: str
+
+
+def _crc(key: bytes, raw: bytes | memoryview, start: int) -> int:
+    """The CRC32 of the key, the header and ``raw[start:]`` (writer id and value)."""
+    view = memoryview(raw)
+    return zlib.crc32(view[start:], zlib.crc32(view[: _HEADER.size], zlib.crc32(key)))
 
 
 def encode_value(record: Record) -> bytes:
-    """The bytes stored under ``record.key``: header, writer id, then the value."""
+    """The bytes stored under ``record.key``: header, checksum, writer id, then the value."""
     node = record.version.node_id.encode()
-    flags = _TOMBSTONE if record.tombstone else 0
-    return _HEADER.pack(record.version.hlc, flags, len(node)) + node + record.value
+    flags = _CHECKSUM | (_TOMBSTONE if record.tombstone else 0)
+    head = _HEADER.pack(record.version.hlc, flags, len(node))
+    crc = zlib.crc32(record.value, zlib.crc32(node, zlib.crc32(head, zlib.crc32(record.key))))
+    return b"".join((head, _CHECK.pack(_MARKER, crc), node, record.value))
+
+
+def _check(key: bytes, raw: bytes) -> tuple[int, int, int, int]:
+    """(hlc, flags, start, end of the writer id) of a stored record; raises ChecksumError if the
+    record fails its check."""
+    try:
+        hlc, flags, node_len = _HEADER.unpack_from(raw)
+        if flags & _CHECKSUM:
+            marker, crc = _CHECK.unpack_from(raw, _HEADER.size)
+            if flags & ~(_CHECKSUM | _TOMBSTONE) or marker != _MARKER:
+                raise ChecksumError(key, "damaged header")
+            if _crc(key, raw, _CHECKED) != crc:
+                raise ChecksumError(key, "checksum mismatch")
+            start = _CHECKED
+        elif flags & ~_TOMBSTONE or not node_len:
+            raise ChecksumError(key, "damaged header of a record without a checksum")
+        else:
+            start = _HEADER.size
+    except struct.error:
+        raise ChecksumError(key, "truncated header") from None
+    if len(raw) < start + node_len:
+        raise ChecksumError(key, "truncated")
+    return hlc, flags, start, start + node_len
+
+
+def _writer(key: bytes, raw: bytes, start: int, end: int) -> str:
+    try:
+        return raw[start:end].decode()
+    except UnicodeDecodeError:  # a damaged record without a checksum, or the flags of one with
+        raise ChecksumError(key, "damaged writer id") from None
 
 
 def decode_value(key: bytes, raw: bytes) -> Record:
-    hlc, flags, node_len = _HEADER.unpack_from(raw)
-    start = _HEADER.size
-    node = raw[start : start + node_len].decode()
-    return Record(key, raw[start + node_len :], Version(hlc, node), bool(flags & _TOMBSTONE))
+    """The record stored under ``key``; raises ChecksumError if it fails its check."""
+    hlc, flags, start, end = _check(key, raw)
+    return Record(key, raw[end:], Version(hlc, _writer(key, raw, start, end)), bool(flags & _TOMBSTONE))
 
 
-def decode_version(raw: bytes) -> tuple[Version, bool]:
-    """Version and tombstone flag of an encoded value, without copying the value."""
-    hlc, flags, node_len = _HEADER.unpack_from(raw)
-    start = _HEADER.size
-    return Version(hlc, raw[start : start + node_len].decode()), bool(flags & _TOMBSTONE)
+def decode_version(key: bytes, raw: bytes) -> tuple[Version, bool]:
+    """Version and tombstone flag of a stored record, checked, without copying the value."""
+    hlc, flags, start, end = _check(key, raw)
+    return Version(hlc, _writer(key, raw, start, end)), bool(flags & _TOMBSTONE)
+
+
+def has_checksum(raw: bytes) -> bool:
+    """Whether a stored record carries a checksum (records written before checksums do not)."""
+    return len(raw) > _HEADER.size and bool(raw[_HEADER.size - 2] & _CHECKSUM)
 
 
 # -- pidx and digests: partitions ----------------------------------------------------------------
@@ -138,7 +211,8 @@ class Hint:
     id: bytes
     target: str
     created_ms: int
-    record: Record
+    record: Record | None
+    """None when the stored hint failed its check: it is dropped, and anti-entropy repairs instead."""
 
 
 def hint_prefix(target: str) -> bytes:
@@ -162,7 +236,11 @@ def encode_hint(record: Record, created_ms: int) -> bytes:
 
 
 def decode_hint(hint_id: bytes, raw: bytes) -> Hint:
-    created_ms, key_len = _HINT_HEAD.unpack_from(raw)
+    """A stored hint; raises ChecksumError if its record fails its check."""
+    try:
+        created_ms, key_len = _HINT_HEAD.unpack_from(raw)
+    except struct.error:
+        raise ChecksumError(b"", "truncated hint") from None
     key = raw[_HINT_HEAD.size : _HINT_HEAD.size + key_len]
     record = decode_value(key, raw[_HINT_HEAD.size + key_len :])
     return Hint(hint_id, hint_target(hint_id), created_ms, record)

@@ -29,12 +29,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from kvnode.core.errors import KVError, StorageError
+from kvnode.core.errors import StorageError, StorageFull
+from kvnode.core.logs import RateLimitedLog
 from kvnode.storage.engine import Storage
-from kvnode.storage.ops import WriteOp
+from kvnode.storage.ops import ApplyRecords, WriteOp
 from kvnode.storage.writes import WriteTxn
 
 log = logging.getLogger("kvnode.storage.writer")
+failures = RateLimitedLog(log)
 
 Outcome = tuple[bool, Any]
 
@@ -95,7 +97,7 @@ def run_batch(storage: Storage, ops: list[WriteOp[Any]], trailer: list[WriteOp[A
     """Run ``ops`` in one durable transaction; see the module docstring for failure isolation."""
     try:
         return [(True, r) for r in storage.write(lambda txn: _run_all(txn, ops, trailer))]
-    except KVError as exc:  # the store itself failed (full disk, I/O): every op shares it
+    except StorageFull as exc:  # the store itself is full: every op shares it
         return [(False, exc)] * len(ops)
     except Exception:  # noqa: BLE001 - an op raised: rerun each alone so only that one fails
         return [_run_alone(storage, op, trailer) for op in ops]
@@ -104,8 +106,25 @@ def run_batch(storage: Storage, ops: list[WriteOp[Any]], trailer: list[WriteOp[A
 def _run_alone(storage: Storage, op: WriteOp[Any], trailer: list[WriteOp[Any]]) -> Outcome:
     try:
         return True, storage.write(lambda txn: _run_all(txn, [op], trailer)[0])
+    except StorageFull as exc:
+        return False, exc
     except Exception as exc:  # noqa: BLE001 - reported to the op's caller
+        if isinstance(op, ApplyRecords) and len(op.rows) > 1:
+            return True, [_apply_alone(storage, row, trailer) for row in op.rows]
+        failures.log(
+            type(exc).__name__, logging.ERROR, "a write failed alone: %s: %s", type(exc).__name__, exc
+        )
         return False, _portable(exc)
+
+
+def _apply_alone(storage: Storage, row: Any, trailer: list[WriteOp[Any]]) -> Any:
+    """One record in a transaction of its own: its result, or its error as its result."""
+    ok, result = _run_alone(storage, ApplyRecords([row]), trailer)
+    if ok:
+        return result[0]
+    size = len(row[0]) if isinstance(row[0], bytes) else -1
+    failures.log("record", logging.ERROR, "a record with a %d-byte key was not stored: %s", size, result)
+    return result
 
 
 def serve(storage: Storage, requests: IO[bytes], replies: IO[bytes]) -> None:

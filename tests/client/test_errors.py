@@ -40,10 +40,10 @@ class Recorder:
     ("key", "value", "message"),
     [
         (b"", b"v", "key must not be empty"),
-        (b"k" * 4097, b"v", "over the limit of 4096 bytes"),
+        (b"k" * 501, b"v", "over the limit of 500 bytes"),
         (b"k", b"v" * (1024 * 1024 + 1), "over the limit of 1048576 bytes"),
     ],
-    ids=["empty-key", "key-over-4KiB", "value-over-1MiB"],
+    ids=["empty-key", "key-over-500-bytes", "value-over-1MiB"],
 )
 async def test_invalid_argument_is_typed_and_not_retried(
     shared_cluster1: ProcessCluster, key: bytes, value: bytes, message: str

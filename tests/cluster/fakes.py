@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kvnode.api.v1 import types_pb2
-from kvnode.cluster.replica import ApplyItem, ApplyOutcome, KeyVersionEntry, StaleEpoch
+from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, KeyVersionEntry, ReadAnswer, StaleEpoch
 from kvnode.core.errors import KVError, Unavailable
 from kvnode.core.membership import Membership
 from kvnode.core.placement import partition_of
@@ -61,6 +61,10 @@ class FakePeer:
         self.calls: list[Call] = []
         self.lossy: set[bytes] = set()
         """Keys it acknowledges and then does not keep: a replica that lies."""
+        self.corrupt: set[bytes] = set()
+        """Keys whose copy here fails its check: reads answer Corrupt, pages leave them out, and
+        any version replaces them, as on a real replica. (Its digest still counts them, as a real
+        replica's does until its scrub.)"""
         self.closed = False
         self._partitions = partitions
         self._epoch = epoch
@@ -109,20 +113,20 @@ class FakePeer:
     def healthy(self) -> bool:
         return self.reachable
 
-    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyOutcome]:
+    async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyResult]:
         await self._answer(
             Call("apply", tuple(r.key for r, _ in items), repair=repair), coordinated=not repair
         )
-        outcomes: list[ApplyOutcome] = []
+        outcomes: list[ApplyResult] = []
         for record, want_previous in items:
             previous = self.records.get(record.key) if want_previous else None
             applied = record.key in self.lossy or self._keep(record)
             outcomes.append((applied, previous))
         return outcomes
 
-    async def read(self, keys: list[bytes]) -> list[Record | None]:
+    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
         await self._answer(Call("read", tuple(keys)), coordinated=True)
-        return [self.records.get(k) for k in keys]
+        return [Corrupt(k, "damaged") if k in self.corrupt else self.records.get(k) for k in keys]
 
     async def scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool
@@ -130,7 +134,9 @@ class FakePeer:
         await self._answer(Call("scan"), coordinated=True)
         first = max(start, prefix)
         keys = [
-            k for k in sorted(self.records) if k >= first and (not end or k < end) and k.startswith(prefix)
+            k
+            for k in sorted(self.records)
+            if k >= first and (not end or k < end) and k.startswith(prefix) and k not in self.corrupt
         ]
         page = [self.records[k] for k in keys[:limit]]
         return [r._replace(value=b"") for r in page] if keys_only else page, len(keys) <= limit
@@ -139,7 +145,7 @@ class FakePeer:
         await self._answer(Call("digests", partitions=tuple(partitions)), coordinated=False)
         out = []
         for p in partitions:
-            held = self._in_partition(p)
+            held = self._in_partition(p, intact=False)
             digest = 0
             for rec in held:
                 digest ^= record_hash(rec.key, rec.version, rec.tombstone)
@@ -190,15 +196,22 @@ class FakePeer:
                 self._quiet.set()
 
     def _keep(self, record: Record) -> bool:
+        """As a replica stores a record: True when it holds this record now (stored, or already
+        held), False when a newer version of the key superseded it."""
         stored = self.records.get(record.key)
+        if record.key in self.corrupt:  # a corrupt copy counts as absent
+            self.corrupt.discard(record.key)
+            stored = None
         if stored is not None and stored.version >= record.version:
-            return False
+            return stored.version == record.version
         self.records[record.key] = record
         return True
 
-    def _in_partition(self, partition: int) -> list[Record]:
+    def _in_partition(self, partition: int, *, intact: bool = True) -> list[Record]:
         return [
-            self.records[k] for k in sorted(self.records) if partition_of(k, self._partitions) == partition
+            self.records[k]
+            for k in sorted(self.records)
+            if partition_of(k, self._partitions) == partition and not (intact and k in self.corrupt)
         ]
 
 

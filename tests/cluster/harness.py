@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvnode.cluster.checks import RecordCheck
 from kvnode.cluster.clock import HybridClock
 from kvnode.cluster.local import LocalReplica
 from kvnode.cluster.roster import Roster
@@ -152,11 +153,11 @@ async def running_node(
                 )
             return peer
 
-        local = LocalReplica(node_id, storage, committer)
+        clock = HybridClock(wall_ms=wall)
+        local = LocalReplica(node_id, storage, committer, RecordCheck(clock, max_value_bytes=1 << 20))
         roster = Roster(local, link)
         roster.sync(members)
         topology.on_change(roster.sync)
-        clock = HybridClock(wall_ms=wall)
         node = Node(
             node_id, storage, committer, local, topology, roster, clock, NodeMetrics(node_id, "test"), peers
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kvnode.cluster.clock import from_ms, physical_ms
+from kvnode.cluster.clock import ClockAhead, from_ms, physical_ms
 from kvnode.cluster.coordinator import Coordinator
 from kvnode.core.errors import InvalidArgument, Unavailable
 from kvnode.core.levels import Level
@@ -265,20 +265,45 @@ async def test_a_linearizable_read_writes_back_to_a_quorum_before_it_returns(
 async def test_a_linearizable_write_goes_above_the_newest_version_a_quorum_holds(
     three: tuple[Node, Coordinator, RecordingHints],
 ) -> None:
-    """The peers hold a version an hour ahead of this node's clock. A QUORUM write is stamped by
-    the local clock and loses to it; a LINEARIZABLE write reads it first and is stamped above it."""
+    """The peers hold a version half a second ahead of this node's clock (within the clock bound).
+    A LINEARIZABLE write reads it first and is stamped above it at once."""
     node, coordinator, _ = three
-    ahead = record(
-        "k", "from the future", hlc=from_ms(physical_ms(node.clock.wall()) + 3_600_000), writer="n2"
-    )
+    ahead = record("k", "from the future", hlc=from_ms(physical_ms(node.clock.wall()) + 500), writer="n2")
     for peer in node.peers.values():
         peer.store(ahead)
-
-    plain = await put(coordinator, b"k", b"plain")
-    assert plain.version < ahead.version
-    assert node.peer("n2").records[b"k"] == ahead
-
     written = await put(coordinator, b"k", b"linearizable", Level.LINEARIZABLE)
     assert written.version > ahead.version
     assert node.peer("n2").records[b"k"] == written
     assert await coordinator.read([b"k"], Level.QUORUM) == [written]
+
+
+async def test_a_superseded_write_is_stamped_again_until_a_read_can_return_it(
+    three: tuple[Node, Coordinator, RecordingHints],
+) -> None:
+    """A QUORUM write stamped below a version the replicas hold would be acknowledged and then
+    never read (as an injected far-future version made writes vanish). It is stamped again and
+    sent again until the replicas store it: once acknowledged, a read returns it."""
+    node, coordinator, _ = three
+    ahead = record("k", "newer", hlc=from_ms(physical_ms(node.clock.wall()) + 300), writer="n2")
+    for peer in node.peers.values():
+        peer.store(ahead)
+    written = await put(coordinator, b"k", b"plain")
+    assert written.version > ahead.version
+    assert await coordinator.read([b"k"], Level.QUORUM) == [written]
+    assert [p.records[b"k"] for p in node.peers.values()] == [written, written]
+
+
+async def test_a_version_beyond_the_clock_bound_is_refused_not_observed(
+    three: tuple[Node, Coordinator, RecordingHints],
+) -> None:
+    """A version an hour ahead (injected, or from a broken clock) would make every later write of
+    the key lose: a LINEARIZABLE write refuses it, and this node's clock does not jump to it."""
+    node, coordinator, _ = three
+    ahead = record("k", "far future", hlc=from_ms(physical_ms(node.clock.wall()) + 3_600_000), writer="n2")
+    for peer in node.peers.values():
+        peer.store(ahead)
+    before = node.clock.last
+    with pytest.raises(ClockAhead, match="ms ahead of this node's clock"):
+        await put(coordinator, b"k", b"linearizable", Level.LINEARIZABLE)
+    assert node.clock.last < ahead.version.hlc
+    assert node.clock.last >= before

@@ -59,7 +59,7 @@ def records(*names: str) -> list[Record]:
     return [record(name, f"value of {name}", hlc=i + 1) for i, name in enumerate(names)]
 
 
-def stored_for(node: Node, target: str) -> list[Record]:
+def stored_for(node: Node, target: str) -> list[Record | None]:
     return [h.record for h in node.storage.hints(target)]
 
 

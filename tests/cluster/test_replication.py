@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
+from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
 from kvnode.testing.convergence import divergent_partitions
 from kvnode.testing.processes import ProcessCluster, wait_for, wait_until
@@ -52,7 +53,7 @@ async def test_a_write_reaches_every_replicas_own_store(cluster: ProcessCluster)
             record = store.get(b"replicated")
         finally:
             store.close()
-        assert record is not None and record.value == b"everywhere", node.node_id
+        assert isinstance(record, Record) and record.value == b"everywhere", node.node_id
 
 
 async def test_quorum_survives_one_node_down_and_all_does_not(cluster: ProcessCluster) -> None:

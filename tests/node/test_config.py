@@ -29,7 +29,7 @@ EVERYTHING_SET = NodeConfig(
     replication_factor=2,
     partitions=256,
     default_consistency=Level.LINEARIZABLE,
-    limits=Limits(max_key_bytes=1024, max_value_bytes=2 * MIB, max_batch_items=50, max_batch_bytes=8 * MIB),
+    limits=Limits(max_key_bytes=300, max_value_bytes=2 * MIB, max_batch_items=50, max_batch_bytes=8 * MIB),
     map_size=64 * MIB,
     max_map_size=GIB,
     replica_timeout=0.75,
@@ -39,6 +39,9 @@ EVERYTHING_SET = NodeConfig(
     anti_entropy_interval=120.0,
     tombstone_grace=7 * 86400.0,
     grace_period=3.0,
+    max_requests=77,
+    max_clock_offset=2.5,
+    scrub_interval=3600.0,
     clock_offset_ms=-250,
 )
 """A configuration in which every setting differs from its default."""

@@ -100,7 +100,7 @@ async def test_batch_write_and_get_keep_request_order(kv: KV) -> None:
     ("request_", "message"),
     [
         (kv_pb2.PutRequest(key=b"", value=b"v"), "key must not be empty"),
-        (kv_pb2.PutRequest(key=b"k" * 4097, value=b"v"), "over the limit of 4096 bytes (--max-key-bytes)"),
+        (kv_pb2.PutRequest(key=b"k" * 501, value=b"v"), "over the limit of 500 bytes (--max-key-bytes)"),
         (
             kv_pb2.PutRequest(key=b"k", value=b"v" * (1024 * 1024 + 1)),
             "over the limit of 1048576 bytes (--max-value-bytes)",
@@ -141,11 +141,11 @@ async def test_batch_limits(kv: KV) -> None:
     await expect_status(
         kv.BatchWrite(empty_key), grpc.StatusCode.INVALID_ARGUMENT, "mutation #3 key must not be empty"
     )
-    long_key = kv_pb2.BatchWriteRequest(mutations=[kv_pb2.Mutation(key=b"k" * 4097, value=b"v"), *ok])
+    long_key = kv_pb2.BatchWriteRequest(mutations=[kv_pb2.Mutation(key=b"k" * 501, value=b"v"), *ok])
     await expect_status(
         kv.BatchWrite(long_key),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "mutation #0 key is 4097 bytes, over the limit of 4096 bytes (--max-key-bytes)",
+        "mutation #0 key is 501 bytes, over the limit of 500 bytes (--max-key-bytes)",
     )
     big_value = kv_pb2.BatchWriteRequest(mutations=[*ok, kv_pb2.Mutation(key=b"big", value=b"v" * 1_048_577)])
     await expect_status(

@@ -180,7 +180,7 @@ def test_a_corrupt_data_file_is_refused_without_a_traceback(tmp_path: Path) -> N
         "--node-id", "n", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")
     )
     assert result.returncode == 1
-    assert "cannot open the LMDB store" in result.stderr
+    assert "data.mdb: meta page 0 is not a meta page" in result.stderr
     assert "Traceback" not in result.stderr
 
 

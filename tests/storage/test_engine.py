@@ -31,9 +31,11 @@ def test_newer_version_wins_and_older_is_ignored(store: Storage) -> None:
     assert store.get(b"k") == rec("k", "v3", 20, node="b")
 
 
-def test_equal_version_is_not_applied_twice(store: Storage) -> None:
+def test_the_same_record_again_is_stored_once_and_counts_as_stored(store: Storage) -> None:
+    """A coordinator that sends a write again (after a stale epoch) must hear that it is held."""
     put(store, rec("k", "v", 5))
-    assert put(store, rec("k", "v", 5)) == [(False, None)]
+    assert put(store, rec("k", "v", 5)) == [(True, None)]
+    assert store.stats().records == 1
 
 
 def test_delete_writes_a_tombstone_that_shadows_older_writes(store: Storage) -> None:
@@ -109,7 +111,7 @@ def test_hints_survive_reopen_and_are_deleted_once(tmp_path: Path) -> None:
     store = Storage(tmp_path / "db", partitions=16, map_size=1 << 20)
     try:
         hints = store.hints("kv-1")
-        assert [h.record.key for h in hints] == [b"k0", b"k1", b"k2"]
+        assert [h.record.key for h in hints if h.record] == [b"k0", b"k1", b"k2"]
         assert store.hint_totals()["kv-1"][0] == 3
         freed = store.write(lambda txn: [txn.delete_hint(h.id) for h in hints])
         assert all(freed)

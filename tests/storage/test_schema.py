@@ -24,7 +24,7 @@ def test_encoding_round_trips_values_and_tombstones() -> None:
     ):
         raw = encode_value(rec)
         assert decode_value(rec.key, raw) == rec
-        assert decode_version(raw) == (rec.version, rec.tombstone)
+        assert decode_version(rec.key, raw) == (rec.version, rec.tombstone)
 
 
 def test_record_hash_depends_on_key_version_and_tombstone() -> None:

@@ -138,7 +138,9 @@ class ApplyOutcome(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
-    """False when the replica already held a newer or equal version."""
+    """True when the replica holds this record now (stored, or already held); false when it holds a
+    newer version of the key, which superseded this one.
+    """
     had_previous: _builtins.bool
     """The record this write replaced; only when asked for and there was one."""
     error_code: _builtins.int
