@@ -244,7 +244,9 @@ class Node:
                 KVService(self.coordinator, self.scanner, cfg.limits, level), self.metrics, level, admission
             ),
             replica=instrument(
-                ReplicaService(self.local, self.topology, self.clock, self.metrics), self.metrics, level
+                ReplicaService(self.local, self.topology, self.clock, self.metrics, cfg.limits),
+                self.metrics,
+                level,
             ),
             admin=instrument(admin, self.metrics, level, admission),
         )

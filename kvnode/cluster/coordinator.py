@@ -33,6 +33,7 @@ from kvnode.core.logs import RateLimitedLog
 from kvnode.core.placement import Placement
 from kvnode.core.records import Record, Version, newest
 from kvnode.metrics import NodeMetrics
+from kvnode.storage.engine import OverBudget
 
 log = logging.getLogger(__name__)
 corruption = RateLimitedLog(log)
@@ -362,11 +363,15 @@ class Coordinator:
         failures = [(i, t.error(level), t.lost_race) for i, t in enumerate(trackers) if not t.future.result()]
         return failures, functools.reduce(_newer, (t.previous for t in trackers), None)
 
-    async def read(self, keys: list[bytes], level: Level) -> list[Record | None]:
+    async def read(
+        self, keys: list[bytes], level: Level, max_bytes: int | None = None
+    ) -> list[Record | None]:
         """The newest record (tombstones included) of each key, from as many replicas as ``level``
-        needs. LINEARIZABLE reads make sure a quorum holds the result before returning it."""
+        needs. LINEARIZABLE reads make sure a quorum holds the result before returning it. With
+        ``max_bytes`` (a BatchGet's budget), each replica refuses to load more than that, and the
+        read fails with :class:`OverBudget` before the node holds more."""
         local = self.roster.local
-        if len(keys) == 1 and not local.rebuilding:
+        if len(keys) == 1 and not local.rebuilding and max_bytes is None:
             placement = self.topology.placement
             replicas = placement.read_replicas(placement.partition(keys[0]))
             if self.node_id in replicas and level.needed(len(replicas)) == 1:
@@ -377,12 +382,14 @@ class Coordinator:
                 if len(replicas) == 1:
                     raise DataLoss(f"{level.name} read: the only copy failed its checksum; none was served")
         with self.in_flight:
-            return await self._read_replicas(keys, level)
+            return await self._read_replicas(keys, level, max_bytes)
 
-    async def _read_replicas(self, keys: list[bytes], level: Level) -> list[Record | None]:
+    async def _read_replicas(
+        self, keys: list[bytes], level: Level, max_bytes: int | None = None
+    ) -> list[Record | None]:
         for attempt in range(ATTEMPTS):
             with self.topology.request() as placement:
-                trackers = await self._collect(keys, level, placement)
+                trackers = await self._collect(keys, level, placement, max_bytes)
             if all(t.done for t in trackers) or not any(t.stale for t in trackers) or attempt == ATTEMPTS - 1:
                 break
         results: list[Record | None] = []
@@ -468,7 +475,9 @@ class Coordinator:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def _collect(self, keys: list[bytes], level: Level, placement: Placement) -> list[_ReadTracker]:
+    async def _collect(
+        self, keys: list[bytes], level: Level, placement: Placement, max_bytes: int | None
+    ) -> list[_ReadTracker]:
         trackers = [
             _ReadTracker(
                 self.roster.preferred(replicas := placement.read_replicas(placement.partition(k))),
@@ -477,32 +486,36 @@ class Coordinator:
             for k in keys
         ]
         inflight: dict[asyncio.Task[list[ReadAnswer]], tuple[str, list[int]]] = {}
-        self._ask(keys, trackers, range(len(keys)), 0, inflight)
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        while inflight and not all(t.done or (t.hopeless and not t.outstanding) for t in trackers):
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            done, _ = await asyncio.wait(
-                inflight, timeout=min(SPECULATE_AFTER, remaining), return_when=asyncio.FIRST_COMPLETED
-            )
-            waiting = [i for i, t in enumerate(trackers) if not t.done]
-            if not done:
-                self._ask(keys, trackers, waiting, 1, inflight)
-                continue
-            for task in done:
-                target, indexes = inflight.pop(task)
-                error = task.exception()
-                for n, i in enumerate(indexes):
-                    tracker = trackers[i]
-                    if error is None:
-                        tracker.answer(target, task.result()[n])
-                    else:
-                        tracker.outstanding.discard(target)
-                        tracker.stale |= isinstance(error, StaleEpoch)
-            self._ask(keys, trackers, waiting, 0, inflight)
-        for task in inflight:  # answers no longer needed; don't leave their errors unretrieved
-            task.add_done_callback(_ignore_result)
+        try:
+            self._ask(keys, trackers, range(len(keys)), 0, inflight, max_bytes)
+            deadline = asyncio.get_running_loop().time() + self.timeout
+            while inflight and not all(t.done or (t.hopeless and not t.outstanding) for t in trackers):
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait(
+                    inflight, timeout=min(SPECULATE_AFTER, remaining), return_when=asyncio.FIRST_COMPLETED
+                )
+                waiting = [i for i, t in enumerate(trackers) if not t.done]
+                if not done:
+                    self._ask(keys, trackers, waiting, 1, inflight, max_bytes)
+                    continue
+                for task in done:
+                    target, indexes = inflight.pop(task)
+                    error = task.exception()
+                    if isinstance(error, OverBudget):
+                        raise error  # every replica would say the same
+                    for n, i in enumerate(indexes):
+                        tracker = trackers[i]
+                        if error is None:
+                            tracker.answer(target, task.result()[n])
+                        else:
+                            tracker.outstanding.discard(target)
+                            tracker.stale |= isinstance(error, StaleEpoch)
+                self._ask(keys, trackers, waiting, 0, inflight, max_bytes)
+        finally:
+            for task in inflight:  # answers no longer needed; don't leave their errors unretrieved
+                task.add_done_callback(_ignore_result)
         return trackers
 
     def _ask(
@@ -512,6 +525,7 @@ class Coordinator:
         indexes: Iterable[int],
         extra: int,
         inflight: dict[asyncio.Task[list[ReadAnswer]], tuple[str, list[int]]],
+        max_bytes: int | None,
     ) -> None:
         """Send each tracker's next requests, one batched call per replica. This node's own store
         answers inline, without a task; where its copy is corrupt, the next replica is asked."""
@@ -524,11 +538,11 @@ class Coordinator:
             inline = None if local.rebuilding else per_target.pop(local.id, None)
             loop = asyncio.get_running_loop()
             for target, idx in per_target.items():
-                task = loop.create_task(self.roster.get(target).read([keys[i] for i in idx]))
+                task = loop.create_task(self.roster.get(target).read([keys[i] for i in idx], max_bytes))
                 inflight[task] = (target, idx)
             if inline is None:
                 return
-            for i, answer in zip(inline, local.read_now([keys[i] for i in inline]), strict=True):
+            for i, answer in zip(inline, local.read_now([keys[i] for i in inline], max_bytes), strict=True):
                 trackers[i].answer(local.id, answer)
             indexes, extra = [i for i in inline if local.id in trackers[i].corrupt], 0
 

@@ -18,9 +18,10 @@ from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, replica_pb2, replica_pb2_gr
 from kvnode.cluster.batching import Batcher, InFlight
 from kvnode.cluster.clock import ClockAhead, HybridClock
 from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, KeyVersionEntry, ReadAnswer, StaleEpoch
-from kvnode.core.errors import KVError, Unavailable, from_status
+from kvnode.core.errors import InvalidArgument, KVError, Unavailable, from_status
 from kvnode.core.records import Record, Version
 from kvnode.metrics import NodeMetrics
+from kvnode.storage.engine import OverBudget
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +190,23 @@ class PeerLink:
             return from_status(_STATUS[outcome.error_code], f"peer {self.id}: {outcome.error}")
         return outcome.applied, Record.from_proto(outcome.previous) if outcome.had_previous else None
 
-    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
+    async def read(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
+        """Batched with other callers' keys, unless the read has a byte budget of its own (a
+        BatchGet): then it goes alone, so that a refusal over its budget is its own."""
         self._refuse_if_stalled()
+        if max_bytes is not None:
+            return await self._send_read(keys, max_bytes)
         return await self._read.call(keys)
 
-    async def _send_read(self, keys: list[bytes]) -> list[ReadAnswer]:
+    async def _send_read(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
         self._metrics.replica_batch.labels("Read").observe(len(keys))
-        request = replica_pb2.ReadRequest(header=self._header(), keys=keys)
-        response = await self._call("Read", self._stub.Read, request, watch=True)
+        request = replica_pb2.ReadRequest(header=self._header(), keys=keys, max_bytes=max_bytes or 0)
+        try:
+            response = await self._call("Read", self._stub.Read, request, watch=True)
+        except InvalidArgument as exc:
+            if max_bytes is not None and OverBudget.PHRASE in exc.message:
+                raise OverBudget(max_bytes + 1, max_bytes) from None
+            raise
         return [_answer(self.id, key, r) for key, r in zip(keys, response.results, strict=True)]
 
     async def scan(

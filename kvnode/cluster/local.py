@@ -36,13 +36,13 @@ class LocalReplica:
         results = iter(await self._committer.submit(ApplyRecords.of(stored)) if stored else [])
         return [next(results) if why is None else why for why in refusals]
 
-    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
+    async def read(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
         self._check_readable()
-        return self._storage.get_many(keys)
+        return self._storage.get_many(keys, max_bytes)
 
-    def read_now(self, keys: list[bytes]) -> list[ReadAnswer]:
+    def read_now(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
         """The coordinator's fast path: a local read needs no task."""
-        return self._storage.get_many(keys)
+        return self._storage.get_many(keys, max_bytes)
 
     async def scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool

@@ -49,7 +49,10 @@ class Replica(Protocol):
 
     async def apply(self, items: list[ApplyItem], *, repair: bool = False) -> list[ApplyResult]: ...
 
-    async def read(self, keys: list[bytes]) -> list[ReadAnswer]: ...
+    async def read(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
+        """Each key's record; with ``max_bytes``, a read whose records add up to more is refused
+        (:class:`~kvnode.storage.engine.OverBudget`) before they are loaded."""
+        ...
 
     async def scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, keys_only: bool

@@ -18,6 +18,7 @@ from kvnode.core.errors import InvalidArgument
 from kvnode.core.levels import Level, resolve
 from kvnode.core.membership import Membership
 from kvnode.server.rpc import handler
+from kvnode.server.validation import check_partitions
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -147,6 +148,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def PartitionDigests(
         self, request: admin_pb2.PartitionDigestsRequest, context: Ctx
     ) -> admin_pb2.PartitionDigestsResponse:
+        check_partitions(request.partitions, self._membership.membership.partitions)
         parts = list(request.partitions) or None
         return admin_pb2.PartitionDigestsResponse(
             node_id=self._node_id,

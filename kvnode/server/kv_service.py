@@ -15,6 +15,7 @@ from kvnode.core.levels import Level, resolve, single_key_only
 from kvnode.core.records import Record, missing
 from kvnode.server.rpc import handler
 from kvnode.server.validation import check_batch, check_key, check_keys, check_value, check_values
+from kvnode.storage.engine import OverBudget
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -31,6 +32,16 @@ def _previous(key: bytes, result: WriteResult, wanted: bool) -> types_pb2.KeyVal
 
 def _found(key: bytes, record: Record | None) -> kv_pb2.GetResponse:
     return kv_pb2.GetResponse(kv=missing(key) if record is None else record.to_key_value())
+
+
+RECORD_OVERHEAD = 300  # a stored record's bytes beyond its value: header, checksum, writer id
+
+
+def _over_budget(budget: int, size: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"the values of these keys add up to {size} bytes, over the limit of {budget} bytes "
+        "(--max-batch-bytes); ask for fewer keys"
+    )
 
 
 class KVService(kv_pb2_grpc.KVServicer):
@@ -132,13 +143,17 @@ class KVService(kv_pb2_grpc.KVServicer):
         level = self._level(request.consistency)
         single_key_only(level, "read batches")
         unique = list(dict.fromkeys(keys))  # a key named twice is read once
-        records = dict(zip(unique, await self.coordinator.read(unique, level), strict=True))
-        size = sum(len(record.value) for key in keys if (record := records[key]) is not None)
-        if size > self.limits.max_batch_bytes:
-            raise InvalidArgument(
-                f"the values of these keys add up to {size} bytes, over the limit of "
-                f"{self.limits.max_batch_bytes} bytes (--max-batch-bytes); ask for fewer keys"
+        budget = self.limits.max_batch_bytes
+        try:  # each replica refuses to load more than the answer may carry
+            answers = await self.coordinator.read(
+                unique, level, max_bytes=budget + len(unique) * RECORD_OVERHEAD
             )
+        except OverBudget:
+            raise _over_budget(budget, "more than") from None
+        records = dict(zip(unique, answers, strict=True))
+        size = sum(len(record.value) for key in keys if (record := records[key]) is not None)
+        if size > budget:
+            raise _over_budget(budget, str(size))
         return kv_pb2.BatchGetResponse(
             kvs=[missing(k) if (r := records[k]) is None else r.to_key_value() for k in keys]
         )

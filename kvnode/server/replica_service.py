@@ -20,11 +20,13 @@ from kvnode.cluster.clock import ClockAhead, HybridClock
 from kvnode.cluster.local import LocalReplica
 from kvnode.cluster.replica import ApplyResult, Corrupt, ReadAnswer
 from kvnode.cluster.topology import Topology
-from kvnode.core.errors import KVError
+from kvnode.config import Limits
+from kvnode.core.errors import InvalidArgument, KVError
 from kvnode.core.logs import RateLimitedLog
 from kvnode.core.records import Record
 from kvnode.metrics import NodeMetrics
 from kvnode.server.rpc import handler
+from kvnode.server.validation import check_bound, check_page, check_partitions, check_peer_keys
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 refusals = RateLimitedLog(logging.getLogger(__name__))
@@ -39,11 +41,13 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         topology: Topology,
         clock: HybridClock,
         metrics: NodeMetrics,
+        limits: Limits,
     ) -> None:
         self.local = local
         self.topology = topology
         self.clock = clock
         self.metrics = metrics
+        self.limits = limits
 
     def _accept(self, header: replica_pb2.RequestHeader) -> replica_pb2.ResponseHeader | None:
         """Observe the sender's clock (refusing one too far ahead, which is counted and logged);
@@ -58,6 +62,11 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         if not header.repair and header.epoch < membership.epoch:
             return replica_pb2.ResponseHeader(hlc=self.clock.last, newer_membership=membership.to_proto())
         return None
+
+    def _page(self, request: replica_pb2.KeyVersionsRequest | replica_pb2.FetchPartitionRequest) -> int:
+        check_partitions([request.partition], self.topology.membership.partitions)
+        check_bound("after_key", request.after_key)
+        return check_page(request.limit)
 
     def _header(self) -> replica_pb2.ResponseHeader:
         return replica_pb2.ResponseHeader(hlc=self.clock.last)
@@ -93,7 +102,9 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     async def Read(self, request: replica_pb2.ReadRequest, context: Ctx) -> replica_pb2.ReadResponse:
         if (refusal := self._accept(request.header)) is not None:
             return replica_pb2.ReadResponse(header=refusal)
-        answers = await self.local.read(list(request.keys))
+        keys = list(request.keys)
+        check_peer_keys(keys, self.limits)
+        answers = await self.local.read(keys, request.max_bytes or self.limits.grpc_message_bytes)
         return replica_pb2.ReadResponse(header=self._header(), results=[_read_result(a) for a in answers])
 
     @handler("Replica/Scan")
@@ -102,6 +113,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     ) -> replica_pb2.ReplicaScanResponse:
         if (refusal := self._accept(request.header)) is not None:
             return replica_pb2.ReplicaScanResponse(header=refusal)
+        for name in ("start_key", "end_key", "prefix"):
+            check_bound(name, getattr(request, name))
+        if request.limit > self.limits.max_batch_items:
+            raise InvalidArgument(f"scan limit {request.limit} is over {self.limits.max_batch_items}")
         records, exhausted = await self.local.scan(
             request.start_key, request.end_key, request.prefix, request.limit or 1000, request.keys_only
         )
@@ -112,6 +127,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     @handler("Replica/Digests")
     async def Digests(self, request: replica_pb2.DigestsRequest, context: Ctx) -> replica_pb2.DigestsResponse:
         self._accept(request.header)
+        check_partitions(request.partitions, self.topology.membership.partitions)
         digests = await self.local.digests(list(request.partitions))
         return replica_pb2.DigestsResponse(
             header=self._header(),
@@ -123,9 +139,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         self, request: replica_pb2.KeyVersionsRequest, context: Ctx
     ) -> replica_pb2.KeyVersionsResponse:
         self._accept(request.header)
-        entries, exhausted = await self.local.key_versions(
-            request.partition, request.after_key, request.limit or 1000
-        )
+        limit = self._page(request)
+        entries, exhausted = await self.local.key_versions(request.partition, request.after_key, limit)
         return replica_pb2.KeyVersionsResponse(
             header=self._header(),
             entries=[replica_pb2.KeyVersion(key=k, version=v.to_proto(), tombstone=t) for k, v, t in entries],
@@ -137,9 +152,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         self, request: replica_pb2.FetchPartitionRequest, context: Ctx
     ) -> replica_pb2.FetchPartitionResponse:
         self._accept(request.header)
-        records, exhausted = await self.local.fetch_partition(
-            request.partition, request.after_key, request.limit or 1000
-        )
+        limit = self._page(request)
+        records, exhausted = await self.local.fetch_partition(request.partition, request.after_key, limit)
         return replica_pb2.FetchPartitionResponse(
             header=self._header(), records=[r.to_proto() for r in records], exhausted=exhausted
         )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from kvnode.config import Limits
 from kvnode.core.errors import InvalidArgument
+from kvnode.storage.schema import MAX_KEY_BYTES
 
 
 def check_key(key: bytes, limits: Limits, what: str = "key") -> None:
@@ -53,3 +54,36 @@ def check_values(values: Sequence[bytes], limits: Limits, what: str = "value #{n
         return
     for n, value in enumerate(values):
         check_value(value, limits, what.format(n=n))
+
+
+# -- what peers and admin tools send -------------------------------------------------------------
+
+PAGE_LIMIT = 10_000  # the most records or entries one partition page may ask for
+READ_BATCH = 64  # keys a peer link merges into one read, whatever --max-batch-items is
+
+
+def check_peer_keys(keys: Sequence[bytes], limits: Limits) -> None:
+    """A peer's read: keys the store can hold, and no more of them than a batch or a link sends."""
+    most = max(limits.max_batch_items, READ_BATCH)
+    if not keys or len(keys) > most:
+        raise InvalidArgument(f"a replica read names {len(keys)} keys; 1 to {most} are allowed")
+    if not all(keys) or max(map(len, keys)) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"a replica read names a key that is empty or over {MAX_KEY_BYTES} bytes")
+
+
+def check_bound(name: str, value: bytes) -> None:
+    """A scan or page bound: a key, or just past one (a continuation)."""
+    if len(value) > MAX_KEY_BYTES + 1:
+        raise InvalidArgument(f"{name} is {len(value)} bytes; no stored key is longer than {MAX_KEY_BYTES}")
+
+
+def check_partitions(partitions: Sequence[int], count: int) -> None:
+    if len(partitions) > count or any(p >= count for p in partitions):
+        raise InvalidArgument(f"partitions are numbered 0 to {count - 1}, {count} of them at most")
+
+
+def check_page(limit: int) -> int:
+    """A page size asked for: 0 means the default."""
+    if limit > PAGE_LIMIT:
+        raise InvalidArgument(f"a page of {limit} is over the limit of {PAGE_LIMIT}")
+    return limit or 1000

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import lmdb
 
-from kvnode.core.errors import StorageError, StorageFull
+from kvnode.core.errors import InvalidArgument, StorageError, StorageFull
 from kvnode.core.records import MESSAGE_BUDGET, Record, Version
 from kvnode.storage.gate import RWGate
 from kvnode.storage.lmdbfile import check_data_file
@@ -92,21 +92,33 @@ class PartitionCheck:
     it (a corrupt record hides behind the digest it was written with)."""
 
 
+class OverBudget(InvalidArgument):
+    """A read whose records add up to more bytes than its caller can take."""
+
+    PHRASE = "bytes this read may carry"  # how a peer's refusal is recognised across the wire
+
+    def __init__(self, size: int, budget: int) -> None:
+        super().__init__(f"the records asked for add up to {size} bytes, over the {budget} {self.PHRASE}")
+        self.size = size
+        self.budget = budget
+
+
 class _Reading:
     """A read transaction inside the gate, taking up a map the writer process grew first. A class,
     not a generator context manager: every Get goes through it, and this is measurably cheaper."""
 
-    __slots__ = ("_storage", "_txn")
+    __slots__ = ("_buffers", "_storage", "_txn")
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, buffers: bool = False) -> None:
         self._storage = storage
+        self._buffers = buffers
 
     def __enter__(self) -> Txn:
         s = self._storage
         while True:
             s._gate.enter_shared()
             try:
-                txn = s._begin_read()
+                txn = s._begin_read(self._buffers)
             except BaseException:
                 s._gate.leave_shared()
                 raise
@@ -222,9 +234,9 @@ class Storage:
         across an await)."""
         return _Reading(self)
 
-    def _begin_read(self) -> Txn | None:
+    def _begin_read(self, buffers: bool = False) -> Txn | None:
         try:
-            return self.env.begin(buffers=False)
+            return self.env.begin(buffers=True) if buffers else self.env.begin(buffers=False)
         except lmdb.MapResizedError:  # the writer process grew the map
             return None
 
@@ -249,11 +261,15 @@ class Storage:
     def get(self, key: bytes) -> Record | Corrupt | None:
         return self.get_many([key])[0]
 
-    def get_many(self, keys: list[bytes]) -> list[Record | Corrupt | None]:
-        """Each key's record; a record that fails its check comes back as :class:`Corrupt`."""
+    def get_many(self, keys: list[bytes], max_bytes: int | None = None) -> list[Record | Corrupt | None]:
+        """Each key's record; a record that fails its check comes back as :class:`Corrupt`. With
+        ``max_bytes``, records that add up to more are refused before any is copied out."""
         try:
-            with self.reading() as txn:
-                raws = [txn.get(k, db=self.dbs.data) for k in keys]
+            if max_bytes is None:
+                with self.reading() as txn:
+                    raws = [txn.get(k, db=self.dbs.data) for k in keys]
+            else:
+                raws = self._get_within(keys, max_bytes)
         except _PAGE_DAMAGE:
             return [self._get_alone(k) for k in keys]
         out: list[Record | Corrupt | None] = []
@@ -266,6 +282,14 @@ class Storage:
             except ChecksumError as exc:
                 out.append(self.found_corrupt(key, exc.reason, "read"))
         return out
+
+    def _get_within(self, keys: list[bytes], max_bytes: int) -> list[bytes | None]:
+        with _Reading(self, buffers=True) as txn:  # views into the map: sizes cost no copy
+            views = [txn.get(k, db=self.dbs.data) for k in keys]
+            size = sum(len(v) for v in views if v is not None)
+            if size > max_bytes:
+                raise OverBudget(size, max_bytes)
+            return [None if v is None else bytes(v) for v in views]
 
     def _get_alone(self, key: bytes) -> Record | Corrupt | None:
         """One key in a transaction of its own, after a damaged page failed a batch."""

@@ -23,6 +23,7 @@ from kvnode.core.errors import KVError, Unavailable
 from kvnode.core.membership import Membership
 from kvnode.core.placement import partition_of
 from kvnode.core.records import Record
+from kvnode.storage.engine import OverBudget
 from kvnode.storage.schema import record_hash
 
 Adopt = Callable[[types_pb2.Membership], Awaitable[None]]
@@ -124,8 +125,12 @@ class FakePeer:
             outcomes.append((applied, previous))
         return outcomes
 
-    async def read(self, keys: list[bytes]) -> list[ReadAnswer]:
+    async def read(self, keys: list[bytes], max_bytes: int | None = None) -> list[ReadAnswer]:
         await self._answer(Call("read", tuple(keys)), coordinated=True)
+        if max_bytes is not None:
+            size = sum(len(r.key) + len(r.value) for k in keys if (r := self.records.get(k)) is not None)
+            if size > max_bytes:
+                raise OverBudget(size, max_bytes)
         return [Corrupt(k, "damaged") if k in self.corrupt else self.records.get(k) for k in keys]
 
     async def scan(

@@ -16,9 +16,9 @@ from tests.hostile.conftest import metric, running
 
 @pytest.fixture
 def capped(tmp_path: Path) -> Iterator[ProcessCluster]:
-    """A node that takes at most 64 client requests at a time, so that a burst goes past it."""
+    """A node that takes at most 8 client requests at a time, so that a burst goes past it."""
     with running(
-        tmp_path, 1, replication_factor=1, metrics=True, extra_args=["--max-requests", "64"]
+        tmp_path, 1, replication_factor=1, metrics=True, extra_args=["--max-requests", "8"]
     ) as cluster:
         yield cluster
 
@@ -27,7 +27,7 @@ async def test_a_burst_past_the_cap_gets_every_answer(capped: ProcessCluster) ->
     """Before: 2000 Gets at once from one client, 185 came back CANCELLED (gRPC's own queue of calls
     not yet handed to the node shed them). Now the node refuses what is past its cap with
     RESOURCE_EXHAUSTED and the client sends those again after a pause: every call gets its answer.
-    Puts wait for their commit, so 5000 of them at once are far past a cap of 64 in progress."""
+    Puts wait for their commit, so 5000 of them at once are far past a cap of 8 in progress."""
     async with AsyncKVClient(capped.endpoints, timeout=120) as kv:
         puts = await asyncio.gather(
             *(kv.put(f"burst/{i}", b"v") for i in range(5000)), return_exceptions=True

@@ -89,3 +89,36 @@ async def test_each_record_of_an_apply_is_checked_on_its_own(trio: ProcessCluste
             )
         assert read.results[0].found and read.results[0].record.value == b"good"
         assert not read.results[1].found
+
+
+async def test_a_read_larger_than_a_message_is_refused_before_it_is_loaded(trio: ProcessCluster) -> None:
+    """A peer naming one 1 MiB value 1000 times (a 14 KB request) would make the replica build a
+    1 GB answer: the replica refuses it from the records' sizes alone."""
+    async with AsyncKVClient(trio.endpoints) as kv:
+        await kv.put("peer/big", b"x" * (1 << 20), consistency=Level.ALL)
+    async with good_traffic(trio, "peer/big-traffic/"), replica_stub(trio[0].address) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Read(replica_pb2.ReadRequest(header=header(_now_hlc()), keys=[b"peer/big"] * 1000))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "this read may carry" in (refused.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        replica_pb2.DigestsRequest(partitions=[1 << 20]),
+        replica_pb2.KeyVersionsRequest(partition=1 << 20),
+        replica_pb2.FetchPartitionRequest(partition=0, limit=1 << 30),
+        replica_pb2.ReadRequest(keys=[]),
+        replica_pb2.ReadRequest(keys=[b"x" * 600]),
+        replica_pb2.ReplicaScanRequest(start_key=b"x" * 4096),
+    ],
+    ids=["digests-partition", "key-versions-partition", "page-limit", "no-keys", "long-key", "scan-bound"],
+)
+async def test_out_of_range_requests_are_invalid_argument(trio: ProcessCluster, request_: object) -> None:
+    method = type(request_).__name__.removesuffix("Request").removeprefix("Replica")
+    request_.header.CopyFrom(header(_now_hlc()))  # type: ignore[attr-defined]
+    async with replica_stub(trio[0].address) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await getattr(stub, method)(request_)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()

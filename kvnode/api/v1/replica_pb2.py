@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kvnode.api.v1 import types_pb2 as kvnode_dot_api_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkvnode/api/v1/replica.proto\x12\rkvnode.api.v1\x1a\x19kvnode/api/v1/types.proto\"K\n\rRequestHeader\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0b\n\x03hlc\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06repair\x18\x04 \x01(\x08\"R\n\x0eResponseHeader\x12\x0b\n\x03hlc\x18\x01 \x01(\x04\x12\x33\n\x10newer_membership\x18\x02 \x01(\x0b\x32\x19.kvnode.api.v1.Membership\"K\n\tApplyItem\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x17\n\x0freturn_previous\x18\x02 \x01(\x08\"e\n\x0c\x41pplyRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.kvnode.api.v1.ApplyItem\"\x81\x01\n\x0c\x41pplyOutcome\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x14\n\x0chad_previous\x18\x02 \x01(\x08\x12\'\n\x08previous\x18\x03 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x12\n\nerror_code\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"m\n\rApplyResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12-\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1b.kvnode.api.v1.ApplyOutcome\"I\n\x0bReadRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\"S\n\nReadResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x0f\n\x07\x63orrupt\x18\x03 \x01(\x08\"i\n\x0cReadResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.kvnode.api.v1.ReadResult\"\x98\x01\n\x12ReplicaScanRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\x0c\x12\x0e\n\x06prefix\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tkeys_only\x18\x06 \x01(\x08\"\x7f\n\x13ReplicaScanResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Record\x12\x11\n\texhausted\x18\x03 \x01(\x08\"E\n\x0fPartitionDigest\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x0f\n\x07records\x18\x03 \x01(\x04\"R\n\x0e\x44igestsRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x12\n\npartitions\x18\x02 \x03(\r\"q\n\x0f\x44igestsResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12/\n\x07\x64igests\x18\x02 \x03(\x0b\x32\x1e.kvnode.api.v1.PartitionDigest\"U\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\'\n\x07version\x18\x02 \x01(\x0b\x32\x16.kvnode.api.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\"w\n\x12KeyVersionsRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x11\n\tafter_key\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x83\x01\n\x13KeyVersionsResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.kvnode.api.v1.KeyVersion\x12\x11\n\texhausted\x18\x03 \x01(\x08\"z\n\x15\x46\x65tchPartitionRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x11\n\tafter_key\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x82\x01\n\x16\x46\x65tchPartitionResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Record\x12\x11\n\texhausted\x18\x03 \x01(\x08\x32\xdc\x03\n\x07Replica\x12\x42\n\x05\x41pply\x12\x1b.kvnode.api.v1.ApplyRequest\x1a\x1c.kvnode.api.v1.ApplyResponse\x12?\n\x04Read\x12\x1a.kvnode.api.v1.ReadRequest\x1a\x1b.kvnode.api.v1.ReadResponse\x12M\n\x04Scan\x12!.kvnode.api.v1.ReplicaScanRequest\x1a\".kvnode.api.v1.ReplicaScanResponse\x12H\n\x07\x44igests\x12\x1d.kvnode.api.v1.DigestsRequest\x1a\x1e.kvnode.api.v1.DigestsResponse\x12T\n\x0bKeyVersions\x12!.kvnode.api.v1.KeyVersionsRequest\x1a\".kvnode.api.v1.KeyVersionsResponse\x12]\n\x0e\x46\x65tchPartition\x12$.kvnode.api.v1.FetchPartitionRequest\x1a%.kvnode.api.v1.FetchPartitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkvnode/api/v1/replica.proto\x12\rkvnode.api.v1\x1a\x19kvnode/api/v1/types.proto\"K\n\rRequestHeader\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0b\n\x03hlc\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06repair\x18\x04 \x01(\x08\"R\n\x0eResponseHeader\x12\x0b\n\x03hlc\x18\x01 \x01(\x04\x12\x33\n\x10newer_membership\x18\x02 \x01(\x0b\x32\x19.kvnode.api.v1.Membership\"K\n\tApplyItem\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x17\n\x0freturn_previous\x18\x02 \x01(\x08\"e\n\x0c\x41pplyRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.kvnode.api.v1.ApplyItem\"\x81\x01\n\x0c\x41pplyOutcome\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x14\n\x0chad_previous\x18\x02 \x01(\x08\x12\'\n\x08previous\x18\x03 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x12\n\nerror_code\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"m\n\rApplyResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12-\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1b.kvnode.api.v1.ApplyOutcome\"\\\n\x0bReadRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\x12\x11\n\tmax_bytes\x18\x03 \x01(\x04\"S\n\nReadResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12%\n\x06record\x18\x02 \x01(\x0b\x32\x15.kvnode.api.v1.Record\x12\x0f\n\x07\x63orrupt\x18\x03 \x01(\x08\"i\n\x0cReadResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.kvnode.api.v1.ReadResult\"\x98\x01\n\x12ReplicaScanRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\x0c\x12\x0e\n\x06prefix\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tkeys_only\x18\x06 \x01(\x08\"\x7f\n\x13ReplicaScanResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Record\x12\x11\n\texhausted\x18\x03 \x01(\x08\"E\n\x0fPartitionDigest\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x0f\n\x07records\x18\x03 \x01(\x04\"R\n\x0e\x44igestsRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x12\n\npartitions\x18\x02 \x03(\r\"q\n\x0f\x44igestsResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12/\n\x07\x64igests\x18\x02 \x03(\x0b\x32\x1e.kvnode.api.v1.PartitionDigest\"U\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\'\n\x07version\x18\x02 \x01(\x0b\x32\x16.kvnode.api.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\"w\n\x12KeyVersionsRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x11\n\tafter_key\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x83\x01\n\x13KeyVersionsResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.kvnode.api.v1.KeyVersion\x12\x11\n\texhausted\x18\x03 \x01(\x08\"z\n\x15\x46\x65tchPartitionRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.kvnode.api.v1.RequestHeader\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x11\n\tafter_key\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x82\x01\n\x16\x46\x65tchPartitionResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.kvnode.api.v1.ResponseHeader\x12&\n\x07records\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Record\x12\x11\n\texhausted\x18\x03 \x01(\x08\x32\xdc\x03\n\x07Replica\x12\x42\n\x05\x41pply\x12\x1b.kvnode.api.v1.ApplyRequest\x1a\x1c.kvnode.api.v1.ApplyResponse\x12?\n\x04Read\x12\x1a.kvnode.api.v1.ReadRequest\x1a\x1b.kvnode.api.v1.ReadResponse\x12M\n\x04Scan\x12!.kvnode.api.v1.ReplicaScanRequest\x1a\".kvnode.api.v1.ReplicaScanResponse\x12H\n\x07\x44igests\x12\x1d.kvnode.api.v1.DigestsRequest\x1a\x1e.kvnode.api.v1.DigestsResponse\x12T\n\x0bKeyVersions\x12!.kvnode.api.v1.KeyVersionsRequest\x1a\".kvnode.api.v1.KeyVersionsResponse\x12]\n\x0e\x46\x65tchPartition\x12$.kvnode.api.v1.FetchPartitionRequest\x1a%.kvnode.api.v1.FetchPartitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,31 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYRESPONSE']._serialized_start=546
   _globals['_APPLYRESPONSE']._serialized_end=655
   _globals['_READREQUEST']._serialized_start=657
-  _globals['_READREQUEST']._serialized_end=730
-  _globals['_READRESULT']._serialized_start=732
-  _globals['_READRESULT']._serialized_end=815
-  _globals['_READRESPONSE']._serialized_start=817
-  _globals['_READRESPONSE']._serialized_end=922
-  _globals['_REPLICASCANREQUEST']._serialized_start=925
-  _globals['_REPLICASCANREQUEST']._serialized_end=1077
-  _globals['_REPLICASCANRESPONSE']._serialized_start=1079
-  _globals['_REPLICASCANRESPONSE']._serialized_end=1206
-  _globals['_PARTITIONDIGEST']._serialized_start=1208
-  _globals['_PARTITIONDIGEST']._serialized_end=1277
-  _globals['_DIGESTSREQUEST']._serialized_start=1279
-  _globals['_DIGESTSREQUEST']._serialized_end=1361
-  _globals['_DIGESTSRESPONSE']._serialized_start=1363
-  _globals['_DIGESTSRESPONSE']._serialized_end=1476
-  _globals['_KEYVERSION']._serialized_start=1478
-  _globals['_KEYVERSION']._serialized_end=1563
-  _globals['_KEYVERSIONSREQUEST']._serialized_start=1565
-  _globals['_KEYVERSIONSREQUEST']._serialized_end=1684
-  _globals['_KEYVERSIONSRESPONSE']._serialized_start=1687
-  _globals['_KEYVERSIONSRESPONSE']._serialized_end=1818
-  _globals['_FETCHPARTITIONREQUEST']._serialized_start=1820
-  _globals['_FETCHPARTITIONREQUEST']._serialized_end=1942
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1945
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=2075
-  _globals['_REPLICA']._serialized_start=2078
-  _globals['_REPLICA']._serialized_end=2554
+  _globals['_READREQUEST']._serialized_end=749
+  _globals['_READRESULT']._serialized_start=751
+  _globals['_READRESULT']._serialized_end=834
+  _globals['_READRESPONSE']._serialized_start=836
+  _globals['_READRESPONSE']._serialized_end=941
+  _globals['_REPLICASCANREQUEST']._serialized_start=944
+  _globals['_REPLICASCANREQUEST']._serialized_end=1096
+  _globals['_REPLICASCANRESPONSE']._serialized_start=1098
+  _globals['_REPLICASCANRESPONSE']._serialized_end=1225
+  _globals['_PARTITIONDIGEST']._serialized_start=1227
+  _globals['_PARTITIONDIGEST']._serialized_end=1296
+  _globals['_DIGESTSREQUEST']._serialized_start=1298
+  _globals['_DIGESTSREQUEST']._serialized_end=1380
+  _globals['_DIGESTSRESPONSE']._serialized_start=1382
+  _globals['_DIGESTSRESPONSE']._serialized_end=1495
+  _globals['_KEYVERSION']._serialized_start=1497
+  _globals['_KEYVERSION']._serialized_end=1582
+  _globals['_KEYVERSIONSREQUEST']._serialized_start=1584
+  _globals['_KEYVERSIONSREQUEST']._serialized_end=1703
+  _globals['_KEYVERSIONSRESPONSE']._serialized_start=1706
+  _globals['_KEYVERSIONSRESPONSE']._serialized_end=1837
+  _globals['_FETCHPARTITIONREQUEST']._serialized_start=1839
+  _globals['_FETCHPARTITIONREQUEST']._serialized_end=1961
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1964
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=2094
+  _globals['_REPLICA']._serialized_start=2097
+  _globals['_REPLICA']._serialized_end=2573
 # @@protoc_insertion_point(module_scope)

@@ -200,6 +200,11 @@ class ReadRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    max_bytes: _builtins.int
+    """The most bytes of records the answer may carry; a replica refuses (INVALID_ARGUMENT) a read
+    whose records are larger before it loads them. 0: the replica's own message budget.
+    """
     @_builtins.property
     def header(self) -> Global___RequestHeader: ...
     @_builtins.property
@@ -209,10 +214,11 @@ class ReadRequest(_message.Message):
         *,
         header: Global___RequestHeader | None = ...,
         keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "keys", b"keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "keys", b"keys", "max_bytes", b"max_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
