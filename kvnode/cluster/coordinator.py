@@ -58,10 +58,13 @@ class HintSink(Protocol):
 class _WriteTracker:
     """Counts one record's acknowledgements against both replica sets.
 
-    A replica acknowledges by holding the record. With ``exact`` (a new write from a client) a
+    A replica acknowledges by holding the record. With ``exact`` (a new QUORUM or ONE write) a
     replica that holds a newer version instead does not: the record it was asked to store is not
-    there to be read, so counting it would acknowledge a write that no read can return. Replays of
-    existing records (batches of restores, LINEARIZABLE write-back) need only a version as new.
+    there to be read, and the newer version may come from a write that finished before this one
+    began (a clock behind), so counting it would acknowledge a write that no read can return.
+    LINEARIZABLE writes, and replays of existing records (restores, LINEARIZABLE write-back), need
+    only a version as new: the ABD read phase stamped the write above every write that had finished,
+    so a newer version there is a concurrent write, ordered after this one.
     """
 
     old: tuple[str, ...]
@@ -315,15 +318,20 @@ class Coordinator:
         replicas' answers moved this node's clock past it), and sent again, for as long as the
         replica timeout allows: a write is acknowledged only once a read can return it. (A later
         write that wins again started after this one was stamped, so each round makes progress, as
-        CockroachDB's "write too old" restarts do.) Returns the records as stored, and the newest previous
-        record the replicas reported (single writes that asked for it)."""
+        CockroachDB's "write too old" restarts do.) A read may have returned the earlier stamp from
+        a replica that took it; at QUORUM and ONE that read was concurrent with the write, which
+        those levels allow. LINEARIZABLE writes are never stamped again, or a value a LINEARIZABLE
+        read returned could take effect a second time, after a later write: they are acknowledged
+        by version, as ABD does. Returns the records as stored, and the newest previous record the
+        replicas reported (single writes that asked for it)."""
         records = list(records)
+        exact = level is not Level.LINEARIZABLE
         pending = list(range(len(records)))
         previous: Record | None = None
         deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             batch = [records[i] for i in pending]
-            failures, newest = await self._store(batch, level, exact=True, want_previous=want_previous)
+            failures, newest = await self._store(batch, level, exact=exact, want_previous=want_previous)
             previous = _newer(previous, newest)
             superseded = [pending[n] for n, _, lost_race in failures if lost_race]
             if (

@@ -22,7 +22,7 @@ from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, KeyVersionEn
 from kvnode.core.errors import KVError, Unavailable
 from kvnode.core.membership import Membership
 from kvnode.core.placement import partition_of
-from kvnode.core.records import Record
+from kvnode.core.records import Record, Version
 from kvnode.storage.engine import OverBudget
 from kvnode.storage.schema import record_hash
 
@@ -62,6 +62,9 @@ class FakePeer:
         self.calls: list[Call] = []
         self.lossy: set[bytes] = set()
         """Keys it acknowledges and then does not keep: a replica that lies."""
+        self.overtaken: set[bytes] = set()
+        """Keys that a concurrent write from another coordinator reaches first: just before each
+        apply of one, a copy of it one clock tick newer is stored here."""
         self.corrupt: set[bytes] = set()
         """Keys whose copy here fails its check: reads answer Corrupt, pages leave them out, and
         any version replaces them, as on a real replica. (Its digest still counts them, as a real
@@ -120,6 +123,9 @@ class FakePeer:
         )
         outcomes: list[ApplyResult] = []
         for record, want_previous in items:
+            if record.key in self.overtaken:
+                rival = Version(record.version.hlc + 1, "rival")
+                self._keep(record._replace(value=b"overtaking", version=rival))
             previous = self.records.get(record.key) if want_previous else None
             applied = record.key in self.lossy or self._keep(record)
             outcomes.append((applied, previous))

@@ -293,6 +293,26 @@ async def test_a_superseded_write_is_stamped_again_until_a_read_can_return_it(
     assert [p.records[b"k"] for p in node.peers.values()] == [written, written]
 
 
+async def test_a_linearizable_write_that_a_concurrent_write_overtook_takes_effect_once(
+    three: tuple[Node, Coordinator, RecordingHints],
+) -> None:
+    """Both peers take a concurrent write of the key just before this one. The ABD read phase
+    stamped this write above every write that had finished, so the newer version is a concurrent
+    write, ordered after it: this one is acknowledged as it stands. Stamped again (as a QUORUM
+    write is), its value would come back after that later write, although a LINEARIZABLE read may
+    already have returned it: a violation the chaos suite found."""
+    node, coordinator, _ = three
+    for peer in node.peers.values():
+        peer.overtaken.add(b"k")
+    written = await put(coordinator, b"k", b"linearizable", Level.LINEARIZABLE)
+    overtaking = node.peer("n2").records[b"k"]
+    assert overtaking.value == b"overtaking" and overtaking.version > written.version
+    assert [len(p.calls_to("apply")) for p in node.peers.values()] == [1, 1], "sent once, not stamped again"
+    for peer in node.peers.values():
+        peer.overtaken.clear()
+    assert await coordinator.read([b"k"], Level.LINEARIZABLE) == [overtaking]
+
+
 async def test_a_version_beyond_the_clock_bound_is_refused_not_observed(
     three: tuple[Node, Coordinator, RecordingHints],
 ) -> None:
