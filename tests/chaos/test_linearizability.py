@@ -157,3 +157,92 @@ def test_long_sequential_history() -> None:
         ops.append(r(f"v{i}", t + 0.6, t + 0.9))
         t += 1
     assert verdict(*ops) == "ok"
+
+
+# The history is cut where no acknowledged operation is in flight, and the pieces are checked one
+# after the other from the states the register can be in at each cut. These pin what must cross.
+
+
+def pieces(*ops: Op) -> int:
+    return linearizability.check(list(ops)).keys[0].pieces
+
+
+def test_a_cut_falls_only_where_nothing_acknowledged_is_in_flight() -> None:
+    assert pieces(w("a", 0, 1), r("a", 2, 3), r("a", 4, 5)) == 3
+    assert pieces(w("a", 0, 2), r("a", 1, 3), r("a", 2.5, 5)) == 1
+    # A timed-out write is in flight for ever, but does not hold a cut back: it is carried.
+    assert pieces(w("a", 0, 1), w("b", 2, 3, "info"), r("a", 4, 5), r("b", 6, 7)) == 4
+
+
+def test_no_cut_between_calls_that_meet_at_one_instant() -> None:
+    # The read starts as the write returns: it may come first, and see the key still absent.
+    assert pieces(w("a", 0, 1), r(None, 1, 2)) == 1
+    assert verdict(w("a", 0, 1), r(None, 1, 2)) == "ok"
+
+
+def test_concurrent_writes_whose_order_a_later_piece_decides() -> None:
+    writes = [w("a", 0, 2), w("b", 1, 3), d(1.5, 2.5)]
+    assert verdict(*writes, r("a", 4, 5), r("a", 6, 7)) == "ok"
+    assert verdict(*writes, r(None, 4, 5)) == "ok"
+    assert verdict(*writes, r("b", 4, 5), r(None, 6, 7)) == "violation"
+
+
+def test_indeterminate_write_carried_across_cuts_takes_effect_once() -> None:
+    start = [w("a", 0, 1), w("b", 2, 3, "info"), r("a", 4, 5), w("c", 6, 7), r("c", 8, 9)]
+    assert verdict(*start, r("b", 10, 11), r("b", 12, 13)) == "ok"
+    # Once b replaced c, c is gone; and b cannot come back after d replaced it.
+    assert verdict(*start, r("b", 10, 11), r("c", 12, 13)) == "violation"
+    assert verdict(*start, r("b", 10, 11), w("d", 12, 13), r("b", 14, 15)) == "violation"
+
+
+def test_each_indeterminate_delete_takes_effect_at_most_once() -> None:
+    once = [w("a", 0, 1), d(2, 3, "info"), r("a", 4, 5), r(None, 6, 7), w("b", 8, 9), r("b", 10, 11)]
+    assert verdict(*once) == "ok"
+    assert verdict(*once, r(None, 12, 13)) == "violation"
+    assert verdict(*once, d(2.5, 3, "info", session=1), r(None, 12, 13)) == "ok"
+
+
+def test_indeterminate_delete_invoked_as_an_absent_read_returns_may_have_come_first() -> None:
+    # Equal times overlap, for the pruning of indeterminate calls too (it once dropped this one).
+    assert verdict(w("a", 0, 1), r(None, 9, 10), d(10, 11, "info")) == "ok"
+
+
+def test_a_violation_after_a_cut_says_what_the_register_could_hold() -> None:
+    result = linearizability.check([w("a", 0, 1), w("b", 2, 3), w("c", 2, 3, session=1), r("a", 4, 5)])
+    (key,) = result.violations
+    assert "before 4.000" in key.reason
+    assert "could then hold <a value no later read returns>" in key.reason  # b or c: alike
+    assert {op.value for op in key.evidence} >= {"a", "b", "c"}
+
+
+def test_the_state_bound_is_per_piece_not_per_key() -> None:
+    ops = [
+        op for i in range(500) for op in (w(f"v{i}", 2 * i, 2 * i + 0.5), r(f"v{i}", 2 * i + 1, 2 * i + 1.5))
+    ]
+    result = linearizability.check(ops, max_states=5)
+    assert result.verdict == "ok"
+    assert result.keys[0].pieces == 1000
+    assert result.keys[0].states > 5
+
+
+def test_out_of_time_across_many_pieces_is_unknown_not_a_pass() -> None:
+    ops = [w(f"v{i}", 2 * i, 2 * i + 0.5) for i in range(100)]
+    result = linearizability.check(ops, time_limit=0.0)
+    assert result.verdict == "unknown"
+    assert "out of time" in result.keys[0].reason
+
+
+def test_indeterminate_write_takes_effect_after_it_starts_even_for_a_long_read() -> None:
+    # The long read of b can only come after the timed-out write of b, so after the write of c,
+    # which returned before b's write started: c cannot be read after b.
+    start = [r("b", 0, 10), w("c", 1, 2, session=1), w("b", 5, 6, "info", session=2)]
+    assert verdict(*start, r("b", 11, 12)) == "ok"
+    assert verdict(*start, r("c", 11, 12)) == "violation"
+
+
+def test_indeterminate_write_takes_effect_once_inside_one_piece() -> None:
+    # The long read holds the whole history in one piece.
+    start = [w("a", 0, 1), r("a", 0.5, 100, session=1), w("b", 2, 2.5, "info"), r("b", 3, 4), w("c", 5, 6)]
+    assert pieces(*start) == 1
+    assert verdict(*start, r("c", 7, 8)) == "ok"
+    assert verdict(*start, r("b", 7, 8)) == "violation"
