@@ -166,6 +166,13 @@ class NodeConfig:
         help="client requests (KV and Admin) in progress at once; more are refused with "
         "RESOURCE_EXHAUSTED, which the client retries after a pause",
     )
+    max_request_memory: int = setting(
+        128 * MIB,
+        parse=parse_size,
+        help="bytes that client requests in progress may hold at once, requests and answers "
+        "together (an answer counts until it has left); past it, RESOURCE_EXHAUSTED as for "
+        "--max-requests",
+    )
     map_size: int = setting(1 * GIB, parse=parse_size, help="initial LMDB map size; grows when full")
     max_map_size: int = setting(
         0, parse=parse_size, help="largest the LMDB map may grow to (0: until the disk is full)"
@@ -232,6 +239,12 @@ class NodeConfig:
             raise ConfigError("--replication-factor must be at least 1")
         if self.peers and self.node_id not in {p.node_id for p in self.peers}:
             raise ConfigError(f"--peers must include this node ({self.node_id})")
+        if self.max_request_memory < self.limits.grpc_message_bytes:
+            raise ConfigError(
+                f"--max-request-memory ({self.max_request_memory}) must hold the largest request "
+                f"or answer the limits allow, {self.limits.grpc_message_bytes} bytes "
+                "(twice --max-batch-bytes, plus twice --max-value-bytes, plus 1 MiB)"
+            )
         if self.tombstone_grace <= self.hint_max_age + self.anti_entropy_interval:
             raise ConfigError(
                 f"--tombstone-grace ({self.tombstone_grace:g}s) must exceed "

@@ -48,6 +48,13 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
+class AdmissionLoad(Protocol):
+    """What the client requests in progress hold (``kvnode.server.admission.Admission``)."""
+
+    in_progress: int
+    bytes: int
+
+
 class StorageStats(Protocol):
     """What the store reports at scrape time (``kvnode.storage.engine.StorageStats``)."""
 
@@ -277,6 +284,19 @@ class NodeMetrics:
 
     def watch_storage(self, stats: Callable[[], StorageStats]) -> None:
         self.registry.register(_StorageCollector(stats))
+
+    def watch_admission(self, load: AdmissionLoad) -> None:
+        Gauge(
+            "kvnode_requests_in_progress",
+            "Client requests admitted and not yet ended (answer sent); capped by --max-requests.",
+            registry=self.registry,
+        ).set_function(lambda: load.in_progress)
+        Gauge(
+            "kvnode_request_bytes_in_progress",
+            "Bytes the client requests in progress hold, requests and answers; capped by "
+            "--max-request-memory.",
+            registry=self.registry,
+        ).set_function(lambda: load.bytes)
 
     def watch_disk(self, data_dir: Path) -> None:
         self.registry.register(_DiskCollector(data_dir))

@@ -44,9 +44,10 @@ from kvnode.core.membership import Membership
 from kvnode.core.names import parse_host_port
 from kvnode.metrics import NodeMetrics
 from kvnode.server.admin_service import AdminService
+from kvnode.server.admission import Admission
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
-from kvnode.server.rpc import Admission, instrument
+from kvnode.server.rpc import instrument
 from kvnode.server.serving import Server
 from kvnode.server.status import NodeStatus
 from kvnode.storage.datadir import DataDirLock, open_store
@@ -235,7 +236,8 @@ class Node:
             backups=self.backups,
             drain_seconds=cfg.replica_timeout * 2,
         )
-        admission = Admission(cfg.max_requests)
+        admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
+        self.metrics.watch_admission(admission)
         return await Server.start(
             cfg.listen,
             cfg.limits,

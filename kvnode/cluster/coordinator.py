@@ -22,6 +22,7 @@ from typing import Protocol
 import grpc
 
 from kvnode import failpoints
+from kvnode.cluster import lingering
 from kvnode.cluster.batching import InFlight
 from kvnode.cluster.clock import HybridClock
 from kvnode.cluster.replica import ApplyItem, ApplyResult, Corrupt, ReadAnswer, StaleEpoch
@@ -453,6 +454,7 @@ class Coordinator:
         for target, indexes in per_target.items():
             task = loop.create_task(self.roster.get(target).apply([items[i] for i in indexes]))
             task.add_done_callback(functools.partial(self._applied, target, indexes, items, trackers))
+            lingering.linger(task)  # a slower replica's copy goes on after the answer
         return trackers
 
     def _applied(

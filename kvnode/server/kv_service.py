@@ -12,7 +12,8 @@ from kvnode.cluster.scan import Scanner
 from kvnode.config import Limits
 from kvnode.core.errors import InvalidArgument
 from kvnode.core.levels import Level, resolve, single_key_only
-from kvnode.core.records import Record, missing
+from kvnode.core.records import MESSAGE_BUDGET, Record, missing
+from kvnode.server.admission import Overloaded, answer_budget
 from kvnode.server.rpc import handler
 from kvnode.server.validation import check_batch, check_key, check_keys, check_value, check_values
 from kvnode.storage.engine import OverBudget
@@ -37,10 +38,28 @@ def _found(key: bytes, record: Record | None) -> kv_pb2.GetResponse:
 RECORD_OVERHEAD = 300  # a stored record's bytes beyond its value: header, checksum, writer id
 
 
-def _over_budget(budget: int, size: str) -> InvalidArgument:
+def _over_budget(budget: int, size: int | None = None) -> InvalidArgument:
+    """``size`` None: the replicas refused to load more than the budget, so the total is unknown."""
+    total = "more than" if size is None else f"{size} bytes, over"
     return InvalidArgument(
-        f"the values of these keys add up to {size} bytes, over the limit of {budget} bytes "
+        f"the values of these keys add up to {total} the limit of {budget} bytes "
         "(--max-batch-bytes); ask for fewer keys"
+    )
+
+
+def _set_aside(most: int) -> int:
+    """Memory for an answer of up to ``most`` bytes, before anything is loaded; none left: the
+    node is overloaded, and the client may try again shortly."""
+    granted = answer_budget(most)
+    if granted <= 0:
+        raise _no_room(most)
+    return granted
+
+
+def _no_room(most: int) -> Overloaded:
+    return Overloaded(
+        f"the answer may need up to {most} bytes, more than the requests in progress leave of "
+        "--max-request-memory; try again shortly"
     )
 
 
@@ -85,7 +104,16 @@ class KVService(kv_pb2_grpc.KVServicer):
     @handler("Get")
     async def Get(self, request: kv_pb2.GetRequest, context: Ctx) -> kv_pb2.GetResponse:
         check_key(request.key, self.limits)
-        records = await self.coordinator.read([request.key], self._level(request.consistency))
+        most = len(request.key) + self.limits.max_value_bytes + RECORD_OVERHEAD
+        granted = _set_aside(most)
+        try:  # a read with a byte limit skips the peers' batching, so only when memory is short
+            records = await self.coordinator.read(
+                [request.key],
+                self._level(request.consistency),
+                max_bytes=None if granted == most else granted,
+            )
+        except OverBudget:
+            raise _no_room(most) from None
         return _found(request.key, records[0])
 
     @handler("Delete")
@@ -103,6 +131,9 @@ class KVService(kv_pb2_grpc.KVServicer):
             )
         if request.end_key and request.end_key <= request.start_key:
             raise InvalidArgument("end_key must be greater than start_key")
+        most = MESSAGE_BUDGET + self.limits.max_value_bytes + RECORD_OVERHEAD  # a page, at most
+        if _set_aside(most) < most:
+            raise _no_room(most)
         page = await self.scanner.scan(
             start=request.start_key,
             end=request.end_key,
@@ -144,16 +175,18 @@ class KVService(kv_pb2_grpc.KVServicer):
         single_key_only(level, "read batches")
         unique = list(dict.fromkeys(keys))  # a key named twice is read once
         budget = self.limits.max_batch_bytes
+        most = budget + len(unique) * RECORD_OVERHEAD
+        granted = _set_aside(most)
         try:  # each replica refuses to load more than the answer may carry
-            answers = await self.coordinator.read(
-                unique, level, max_bytes=budget + len(unique) * RECORD_OVERHEAD
-            )
+            answers = await self.coordinator.read(unique, level, max_bytes=granted)
         except OverBudget:
-            raise _over_budget(budget, "more than") from None
+            if granted < most:  # it might fit once other requests are done
+                raise _no_room(most) from None
+            raise _over_budget(budget) from None
         records = dict(zip(unique, answers, strict=True))
         size = sum(len(record.value) for key in keys if (record := records[key]) is not None)
         if size > budget:
-            raise _over_budget(budget, str(size))
+            raise _over_budget(budget, size)
         return kv_pb2.BatchGetResponse(
             kvs=[missing(k) if (r := records[k]) is None else r.to_key_value() for k in keys]
         )

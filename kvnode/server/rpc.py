@@ -23,6 +23,8 @@ from google.protobuf.message import DecodeError
 from kvnode.core.errors import InvalidArgument, KVError
 from kvnode.core.levels import Level
 from kvnode.core.logs import RateLimitedLog
+from kvnode.server import admission as admissions
+from kvnode.server.admission import Admission, Overloaded, Ticket
 
 log = logging.getLogger(__name__)
 failures = RateLimitedLog(log)  # a flood of failing requests logs one traceback per method a while
@@ -34,6 +36,7 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Re
 BoundHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 _METHOD = "__rpc_method__"
+_READS = "__rpc_reads_its_request__"
 _LEVEL_NAMES = {level.value: level.name for level in Level}
 
 
@@ -70,27 +73,13 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     return mark
 
 
-class Admission:
-    """A cap on the client requests in progress at once. A request beyond it is refused at once
-    with RESOURCE_EXHAUSTED and the trailing metadata ``kvnode-overloaded``, which tells the client
-    that nothing was done and that it may send the request again after a pause."""
-
-    METADATA = (("kvnode-overloaded", "1"),)
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_progress = 0
-
-
-class Overloaded(KVError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 def instrument(
     servicer: S, metrics: RequestMetrics, default_level: Level, admission: Admission | None = None
 ) -> S:
     """Wrap every :func:`handler` method of ``servicer`` in place; returns it, ready to register.
-    With ``admission``, its requests count against that cap."""
+    With ``admission``, its requests count against those caps, and each handler reads its request
+    from the call itself, once there is room for it (:func:`reads_its_request` says so to
+    :func:`kvnode.server.serving.register`)."""
     for name in dir(type(servicer)):
         method = getattr(getattr(type(servicer), name), _METHOD, None)
         if method is not None:
@@ -99,30 +88,48 @@ def instrument(
     return servicer
 
 
+def reads_its_request(handler: object) -> bool:
+    """True for a handler that takes the call's request stream and reads the message itself."""
+    return bool(getattr(handler, _READS, False))
+
+
+async def _receive(ticket: Ticket, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    """The request of a call, taken in once there is room for the largest one there may be."""
+    await ticket.make_room()
+    request = await context.read()
+    if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # the stubs lack it
+        return Malformed("the call carries no request message")
+    ticket.hold_request(request.ByteSize() if not isinstance(request, Malformed) else 0)
+    return request
+
+
 def _guarded(
     fn: BoundHandler, method: str, metrics: RequestMetrics, default_level: str, admission: Admission | None
 ) -> BoundHandler:
     @functools.wraps(fn)
-    async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def run(call: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
-        consistency = getattr(request, "consistency", None)
-        level = "" if consistency is None else _LEVEL_NAMES.get(consistency, default_level)
-        admitted = False
+        level = ""
+        ticket: Ticket | None = None
         try:
+            if admission is None:
+                request = call
+            else:
+                ticket = admitted = admission.admit()
+                # When the RPC ends, its answer has left. (The stubs want a class; any callable does.)
+                context.add_done_callback(lambda _: admitted.release())  # type: ignore[arg-type]
+                request = await _receive(ticket, context)
+            consistency = getattr(request, "consistency", None)
+            level = "" if consistency is None else _LEVEL_NAMES.get(consistency, default_level)
             if isinstance(request, Malformed):
                 raise InvalidArgument(f"malformed {method} request: {request.error}")
-            if admission is not None:
-                if admission.in_progress >= admission.limit:
-                    raise Overloaded(
-                        f"the node has {admission.in_progress} requests in progress, its limit "
-                        "(--max-requests); try again shortly"
-                    )
-                admission.in_progress += 1
-                admitted = True
-            response = await fn(request, context)
+            with admissions.handling(ticket):
+                response = await fn(request, context)
+            if ticket is not None:
+                ticket.hold_answer(response.ByteSize())
         except Overloaded as exc:
             metrics.observe_request(method, level, exc.code.name, _since(started))
-            await context.abort(exc.code, exc.message, trailing_metadata=Admission.METADATA)
+            await context.abort(exc.code, exc.message, trailing_metadata=admissions.METADATA)
         except KVError as exc:
             status, details = exc.code, exc.message
         except grpc.aio.AbortError:  # the handler aborted the call itself
@@ -135,14 +142,12 @@ def _guarded(
         else:
             metrics.observe_request(method, level, "OK", _since(started))
             return response
-        finally:
-            if admitted and admission is not None:
-                admission.in_progress -= 1
         # Counted before the status leaves: a client that has its answer finds it in the metrics.
         metrics.observe_request(method, level, status.name, _since(started))
         await context.abort(status, details)
         raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
+    setattr(run, _READS, admission is not None)
     return run
 
 

@@ -14,7 +14,7 @@ from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, kv_pb2, kv_pb2_grpc, replic
 from kvnode.config import Limits
 from kvnode.core.errors import StartupError
 from kvnode.core.names import parse_host_port
-from kvnode.server.rpc import lenient
+from kvnode.server.rpc import lenient, reads_its_request
 
 SERVICES = (
     kv_pb2.DESCRIPTOR.services_by_name["KV"],
@@ -44,6 +44,9 @@ def server_options(limits: Limits, max_requests: int) -> list[tuple[str, Any]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.so_reuseport", 0),
+        # A stream's window stays small until its handler asks for the message (see
+        # kvnode.server.admission); probing the bandwidth-delay product would widen it at once.
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
@@ -51,15 +54,22 @@ def register(server: grpc.aio.Server, servicer: object, service: ServiceDescript
     """Serve ``service``'s methods from ``servicer``, as the generated ``add_*Servicer_to_server``
     would, except that a request that does not parse reaches its handler as a
     :class:`~kvnode.server.rpc.Malformed`, to be refused with INVALID_ARGUMENT (gRPC itself would
-    answer UNKNOWN and log a traceback for each one)."""
-    handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
+    answer UNKNOWN and log a traceback for each one). A handler that reads its request itself
+    (:func:`~kvnode.server.rpc.reads_its_request`) is served as a stream of requests, which on the
+    wire is the same as one request: gRPC takes a message in only when the handler asks for it."""
+    handlers = {}
+    for method in service.methods:
+        fn = getattr(servicer, method.name)
+        kind = (
+            grpc.stream_unary_rpc_method_handler
+            if reads_its_request(fn)
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = kind(
+            fn,
             request_deserializer=lenient(GetMessageClass(method.input_type).FromString),
             response_serializer=GetMessageClass(method.output_type).SerializeToString,
         )
-        for method in service.methods
-    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 

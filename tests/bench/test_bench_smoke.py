@@ -74,3 +74,17 @@ def test_builds_refuses_a_baseline_that_is_no_checkout(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "is not a checkout of this project" in done.stderr
+
+
+def test_memory_smoke() -> None:
+    """A tenth of each burst on one node: every probe runs, and the table compares each with the
+    chart's memory limit."""
+    out = run_script("memory.py", "--smoke", "--quiet", "--nodes", "1")
+    for heading in (
+        "chart limit (store.resources.limits.memory) 1Gi",
+        "BatchWrite of 4 MiB",
+        "client stops reading",
+    ):
+        assert heading in out, out
+    assert "failed:" not in out and "DIED" not in out, out
+    assert "probes past the chart's 1Gi limit on this build: 0" in out, out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kvnode.cluster import lingering
 from kvnode.cluster.clock import ClockAhead, from_ms, physical_ms
 from kvnode.cluster.coordinator import Coordinator
 from kvnode.core.errors import InvalidArgument, Unavailable
@@ -291,6 +292,25 @@ async def test_a_superseded_write_is_stamped_again_until_a_read_can_return_it(
     assert written.version > ahead.version
     assert await coordinator.read([b"k"], Level.QUORUM) == [written]
     assert [p.records[b"k"] for p in node.peers.values()] == [written, written]
+
+
+async def test_a_slower_replicas_copy_is_reported_as_work_left_running(
+    three: tuple[Node, Coordinator, RecordingHints],
+) -> None:
+    """The write is answered once a quorum has it; the stalled replica's copy goes on, and the
+    server is told, so that it counts the request's memory until that copy ends too."""
+    node, coordinator, _ = three
+    node.peer("n3").stall()
+    left: list[asyncio.Future[object]] = []
+    held = lingering.hold_with(left.append)
+    try:
+        await put(coordinator, b"k", b"v")
+    finally:
+        lingering.release(held)
+    assert len(left) == 3, "one copy per replica"
+    assert [t.done() for t in left].count(False) == 1, "only the stalled replica's is still going"
+    node.peer("n3").recover()
+    await asyncio.wait_for(asyncio.gather(*left), GUARD)
 
 
 async def test_a_linearizable_write_that_a_concurrent_write_overtook_takes_effect_once(

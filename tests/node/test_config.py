@@ -40,6 +40,7 @@ EVERYTHING_SET = NodeConfig(
     tombstone_grace=7 * 86400.0,
     grace_period=3.0,
     max_requests=77,
+    max_request_memory=96 * MIB,
     max_clock_offset=2.5,
     scrub_interval=3600.0,
     clock_offset_ms=-250,
@@ -101,8 +102,12 @@ def test_peers() -> None:
         ),
         ({"partitions": 70000}, ["--partitions must be between 1 and 65535"]),
         ({"replication_factor": 0}, ["--replication-factor must be at least 1"]),
+        (
+            {"max_request_memory": 8 * MIB},
+            ["--max-request-memory (8388608) must hold the largest request", "11534336 bytes"],
+        ),
     ],
-    ids=["peers-without-self", "grace-too-short", "partitions", "replication-factor"],
+    ids=["peers-without-self", "grace-too-short", "partitions", "replication-factor", "request-memory"],
 )
 def test_settings_that_cannot_work_together_are_refused_naming_their_flags(
     settings: dict[str, Any], named: list[str]

@@ -248,5 +248,5 @@ async def test_pages_and_batches_of_large_values_stay_inside_one_message(kv: KV)
     await expect_status(
         kv.BatchGet(kv_pb2.BatchGetRequest(keys=[b"big%02d" % i for i in range(10)])),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "over the limit of 4194304 bytes (--max-batch-bytes); ask for fewer keys",
+        "the limit of 4194304 bytes (--max-batch-bytes); ask for fewer keys",
     )
