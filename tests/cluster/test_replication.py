@@ -122,8 +122,13 @@ async def test_a_killed_node_catches_up_through_hints(cluster: ProcessCluster) -
     addresses = [cluster[0].address, cluster[1].address]
     acked = await write_for(30, addresses, "hint", {8: lambda: cluster.kill(2), 20: lambda: cluster.start(2)})
     assert len(acked) > 100
-    wait_for(lambda: sum(cluster.status(i).hints_pending for i in (0, 1)) == 0, 60, "hints to be replayed")
-    assert not divergent_partitions(cluster)
+
+    def caught_up() -> bool:
+        """Every hint replayed and the replicas equal. Together: a write its client gave up on (a
+        busy machine) may still finish afterwards, and leave a hint of its own."""
+        return sum(cluster.status(i).hints_pending for i in (0, 1)) == 0 and not divergent_partitions(cluster)
+
+    wait_for(caught_up, 60, "hints to be replayed and the replicas to agree")
     await assert_all_readable_everywhere(cluster, acked)
 
 
@@ -138,7 +143,16 @@ async def test_anti_entropy_catches_up_a_node_when_every_hint_was_lost(tmp_path:
         assert divergent_partitions(cluster), "the restarted node should be behind before anti-entropy"
         repaired = cluster.anti_entropy(2)
         assert repaired.records_pulled >= len(acked) * 0.9
-        assert not divergent_partitions(cluster)
+
+        def converged() -> bool:
+            """A write that its client gave up on (a busy machine) may still land on one replica
+            after the first round: the next round takes it in too."""
+            if not divergent_partitions(cluster):
+                return True
+            cluster.anti_entropy(2)
+            return False
+
+        wait_for(converged, 60, "anti-entropy rounds to leave no partition differing")
         await assert_all_readable_everywhere(cluster, acked)
 
 
