@@ -2,7 +2,11 @@
 
 Calls to a peer for client traffic are batched (see ``batching``); repairs, scans and transfers are
 already batches and go out as they are. A link that has waited too long for an answer counts as
-stalled, and new client traffic fails at once instead of queueing behind it.
+stalled, and new client traffic fails at once instead of queueing behind it. Too long is relative:
+several times the peer's recent round trips, never less than :data:`STALL_SECONDS`, so that a
+paused or cut-off peer is noticed within a quarter second on an idle cluster, while on a busy one
+a batch of large writes that takes half a second does not make a healthy peer look stalled (which
+failed other clients' reads with "1 of 3 replicas answered").
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 STALL_SECONDS = 0.25
+STALL_ROUND_TRIPS = 4
+"""A pending call is a stall once it has waited this many of the peer's recent round trips."""
+ROUND_TRIP_DECAY = 0.1
+"""The recent round trip follows a slower answer at once and a faster one by this fraction (a
+peak-sensitive moving average: quick to allow for load, slow to forget it)."""
 # How long a busy node's link gathers before its next batch (see ``batching``; the values are the
 # best measured, bench/README.md). An apply's round trip includes a commit, so its link waits longer.
 READ_LINGER = 0.015
@@ -93,14 +102,26 @@ class PeerLink:
         self.reachable = True
         self.last_seen = 0.0
         self._started: dict[int, float] = {}
+        self._round_trip = 0.0
         self._up = metrics.peer_up.labels(member_id)
         self._up.set(1)
 
     @property
+    def stall_after(self) -> float:
+        """How long a client-traffic RPC may wait before the peer counts as stalled."""
+        return max(STALL_SECONDS, STALL_ROUND_TRIPS * self._round_trip)
+
+    @property
     def stalled(self) -> bool:
         """A client-traffic RPC to the peer has waited longer than a stall (paused, partitioned)."""
-        now = time.monotonic()
-        return any(now - started >= STALL_SECONDS for started in self._started.values())
+        now, limit = time.monotonic(), self.stall_after
+        return any(now - started >= limit for started in self._started.values())
+
+    def _took(self, seconds: float) -> None:
+        if seconds > self._round_trip:
+            self._round_trip = seconds
+        else:
+            self._round_trip += ROUND_TRIP_DECAY * (seconds - self._round_trip)
 
     @property
     def healthy(self) -> bool:
@@ -125,8 +146,9 @@ class PeerLink:
     ) -> T:
         """One RPC. ``watch`` (client traffic) lets a slow answer mark the peer as stalled."""
         token = id(request)
+        started = time.monotonic()
         if watch:
-            self._started[token] = time.monotonic()
+            self._started[token] = started
         try:
             response: Any = await fn(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
@@ -136,6 +158,8 @@ class PeerLink:
             raise _to_error(self.id, exc) from None
         finally:
             self._started.pop(token, None)
+        if watch:
+            self._took(time.monotonic() - started)
         self._metrics.replica_rpcs.labels(self.id, method, "OK").inc()
         self._mark(True)
         header = response.header
