@@ -47,6 +47,34 @@ async def wait_hints_drained(endpoints: Sequence[str], timeout: float = 30.0) ->
     raise TimeoutError(f"hints still pending after {timeout:.0f}s: {pending}")
 
 
+async def unreachable_peers(endpoints: Sequence[str], timeout: float = 5.0) -> dict[str, list[str]]:
+    """Each node's peers that it holds unreachable (its peer links' own view), or the endpoint
+    itself, mapped to why, when it does not answer."""
+    replies = await asyncio.gather(*(status(e, timeout) for e in endpoints), return_exceptions=True)
+    out: dict[str, list[str]] = {}
+    for endpoint, reply in zip(endpoints, replies, strict=True):
+        if isinstance(reply, BaseException):
+            out[endpoint] = [f"no status: {reply!r}"[:200]]
+        elif down := [p.id for p in reply.peers if not p.reachable]:
+            out[reply.node_id] = down
+    return out
+
+
+async def wait_healed(endpoints: Sequence[str], timeout: float = 60.0) -> None:
+    """Until every node answers and holds every peer reachable. A node notices that a peer is
+    back only when a call to it succeeds (a node asks its unreachable peers once a second), so a
+    healed partition or a restarted node takes a moment to count; an ALL read before then can
+    fail, and after it, it can only fail if a replica does not answer in time."""
+    deadline = time.monotonic() + timeout
+    pending: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        pending = await unreachable_peers(endpoints)
+        if not pending:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"after {timeout:.0f}s, nodes still hold peers unreachable: {pending}")
+
+
 async def run_anti_entropy(endpoints: Sequence[str]) -> list[admin_pb2.RunAntiEntropyResponse]:
     """One anti-entropy round on every node, one node after the other."""
     out = []

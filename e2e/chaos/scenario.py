@@ -98,6 +98,11 @@ async def run(
         stage = "healing"
         if heal is not None:
             await heal()
+        # Healed is when every node reaches every peer again, not when the fault is lifted: the
+        # peer links notice a heal on their next successful call (within a second or so), and until
+        # then anti-entropy skips the peer and a read at ALL fails.
+        stage = "waiting for every node to reach every peer"
+        await cluster.wait_healed(endpoints, timeout=60)
         digests = placement = None
         if converge:
             stage = "convergence (hints, anti-entropy, digests)"
@@ -105,7 +110,11 @@ async def run(
             await cluster.run_anti_entropy(endpoints)
             digests, placement = await cluster.collect_digests(endpoints)
         stage = "the final reads"
-        history.final = await read_final(endpoints, workload.keys())
+        try:
+            history.final = await read_final(endpoints, workload.keys())
+        except TimeoutError as exc:
+            exc.add_note(f"nodes holding peers unreachable now: {await _unreachable(endpoints)}")
+            raise
         stage = "the check and report"
         result = check_history(history, digests=digests, placement=placement, lin_time_limit=lin_time_limit)
         st = report.stats(history, start, end)
@@ -117,6 +126,14 @@ async def run(
         raise
     print(f"\n{text}\nartifacts: {directory}", file=sys.stderr)
     return ScenarioResult(name, history, result, st, directory, text, details)
+
+
+async def _unreachable(endpoints: Sequence[str]) -> str:
+    try:
+        pending = await cluster.unreachable_peers(endpoints)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the error it explains
+        return f"unknown ({exc!r})"
+    return str(pending) if pending else "none"
 
 
 def rerun_hint(seed: object) -> str:

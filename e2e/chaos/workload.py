@@ -322,9 +322,12 @@ async def read_final(
 ) -> dict[str, str | None]:
     """The value of every key, read at ``level`` (ALL by default) through any endpoint that answers.
 
-    Retries until ``timeout``: this is the after-healing read, not part of the history."""
+    Retries, through the next endpoint each time, until ``timeout``: this is the after-healing read,
+    not part of the history. (A read at ALL fails while some replica does not answer in time: a
+    node that was cut off or restarted a moment ago, or one slowed down by a loaded machine.)"""
     out: dict[str, str | None] = {}
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in endpoints]
     try:
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
@@ -343,8 +346,11 @@ async def read_final(
                 last_error = f"{exc.code().name}: {exc.details()}"
                 attempt += 1
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"final read at {level} kept failing: {last_error}") from None
-                await asyncio.sleep(0.2)
+                    raise TimeoutError(
+                        f"final read at {level} kept failing, {attempt} attempts in "
+                        f"{time.monotonic() - started:.0f}s; the last: {last_error}"
+                    ) from None
+                await asyncio.sleep(min(0.2 * attempt, 1.0))  # a loaded cluster gets time to catch up
                 continue
             for k, kv in zip(chunk, reply.kvs, strict=True):
                 out[k] = kv.value.decode() if kv.found else None

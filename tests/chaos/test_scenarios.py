@@ -7,8 +7,10 @@ replays a run's workload choices. See docs/chaos.md.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ import pytest
 from e2e.chaos import report, scenario
 from e2e.chaos.faults import FaultLog
 from e2e.chaos.history import OK, History
-from e2e.chaos.workload import WorkloadConfig
+from e2e.chaos.workload import WorkloadConfig, read_final
 from kvnode import failpoints
+from kvnode.cluster.clock import physical_ms
 from tests.chaos.conftest import Lab, MakeLab
+from tests.chaos.hostile import REFUSALS, Hostile
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -216,6 +220,50 @@ async def test_clock_skew(make_lab: MakeLab, artifacts: Path, bound: str) -> Non
     assert_clean(result, linearizable=True)
 
 
+async def test_hostile_client(make_lab: MakeLab, artifacts: Path) -> None:
+    """Throughout the workload, and a kill -9 of kv-1, one more client sends every node requests
+    that must be refused (tests/chaos/hostile.py): keys and values over the limits, a batch write
+    with bad items among good ones, a batch read over the byte budget, bytes that do not parse, and
+    as a peer a clock near 2^64 and a record from the future. Each is refused with a definite
+    status, none of them changes anything, and the workload's history is as clean as ever."""
+    lab = make_lab()
+    cfg = config(sessions=6, keys=40, levels=("QUORUM", "QUORUM", "LINEARIZABLE"))
+    hostile = Hostile(lab.endpoints, lab.clock, prefix=f"hostile{cfg.seed}/", seed=cfg.seed)
+    await hostile.prepare()
+    seconds = 10.0
+
+    async def faults(log: FaultLog) -> None:
+        async with log.span("hostile client", "every node"):
+            await asyncio.gather(hostile.run(seconds), lab.faults.crash(1, after=3, down_for=3))
+
+    def figures(history: History) -> dict[str, Any]:
+        return {
+            "hostile_requests": len(hostile.probes),
+            "hostile_statuses": hostile.counts(),
+            "hostile_reads_short_of_replicas": [p.describe(lab.endpoints) for p in hostile.unreached()],
+        }
+
+    result = await run(lab, "hostile-client", cfg, seconds, artifacts, faults=faults, extra=figures)
+    assert_clean(result, linearizable=True)
+    node_ids = [node.node_id for node in lab.cluster.nodes]
+    wrong = hostile.violations(result.history.faults, node_ids)
+    assert wrong == [], result.failure(
+        f"{len(wrong)} hostile requests were not refused:\n"
+        + "\n".join(p.describe(lab.endpoints) for p in wrong[:20])
+    )
+    assert len(hostile.probes) >= 150, result.failure(f"only {len(hostile.probes)} hostile requests")
+    refused = {(p.node, p.name) for p in hostile.probes if p.code in REFUSALS}
+    missing = {(n, p.name) for n in range(len(lab.endpoints)) for p in hostile.probes} - refused
+    assert not missing, result.failure(f"never refused: {sorted(missing)}")
+    # Nothing a refused request named was stored, anywhere: read at ALL after healing.
+    final = await read_final(lab.endpoints, hostile.must_be_absent())
+    leaked = {k: v for k, v in final.items() if v is not None}
+    assert leaked == {}, result.failure(f"refused requests left values behind: {leaked}")
+    # The clock near 2^64 and the record from the future moved no node's clock.
+    newest = max(physical_ms(op.version[0]) for op in result.history.ops if op.version)
+    assert newest < time.time_ns() // 1_000_000 + 60_000, result.failure(f"a version from {newest} ms")
+
+
 async def test_checker_catches_lost_writes_of_a_broken_build(make_lab: MakeLab, artifacts: Path) -> None:
     """The proof that the checker can fail: nodes started with the test-only failpoint
     ack-before-replication acknowledge a write before storing it anywhere. Killing a node under load
@@ -240,6 +288,11 @@ async def test_checker_catches_lost_writes_of_a_broken_build(make_lab: MakeLab, 
 
 
 SOAK_SECONDS = float(os.environ.get("CHAOS_SOAK_SECONDS", "120"))
+SOAK_SESSIONS = 8
+SOAK_THINK_TIME = 0.01  # a session pauses this long between calls on average, so it makes < 100/s
+# The most calls the soak's sessions can make: a bound on its history that never ends it early (the
+# default of 200,000 stopped a 900 s soak after about 650 s). The soaks make 300 to 400 a second.
+SOAK_MAX_OPS = max(WorkloadConfig.max_ops, int(SOAK_SECONDS * SOAK_SESSIONS / SOAK_THINK_TIME))
 
 
 @pytest.mark.soak
@@ -269,12 +322,13 @@ async def test_soak_mixed_faults(make_lab: MakeLab, artifacts: Path, network: st
             cycle += 1
 
     cfg = config(
-        sessions=8,
+        sessions=SOAK_SESSIONS,
         keys=100,
         mix="zipf",
         read_fraction=0.7,
         levels=("QUORUM", "LINEARIZABLE"),
-        think_time=0.01,
+        think_time=SOAK_THINK_TIME,
+        max_ops=SOAK_MAX_OPS,
     )
     result = await run(
         lab, f"soak-{network}", cfg, SOAK_SECONDS, artifacts, faults=faults, lin_time_limit=120

@@ -18,11 +18,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from e2e.chaos import checker, netns, report, scenario
+from e2e.chaos import checker, cluster, netns, report, scenario
 from e2e.chaos.faults import FaultLog
 from e2e.chaos.history import OK, FaultEvent, History
 from e2e.chaos.proxy import DELAY, DROP, ProxyMesh
 from e2e.chaos.workload import KeyMix, WorkloadConfig, classify
+from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
 from kvnode.testing.processes import free_port, wait_for
 from tests.chaos.builders import history, r, w
 from tests.chaos.conftest import MakeLab
@@ -126,6 +127,30 @@ async def test_a_run_that_raises_saves_its_history_and_names_its_seed(
     assert data["incomplete"] is True and data["ok"] is False and data["seed"] == 424242
     assert "RuntimeError: the fault script broke" in data["error"]
     assert "ERROR, incomplete (seed 424242)" in (folder / "report.txt").read_text()
+
+
+async def test_healed_means_every_node_reaches_every_peer(make_lab: MakeLab) -> None:
+    """A killed and restarted node counts as healed once the others' peer links reach it again
+    (a read at ALL needs that); until then wait_healed names who misses whom."""
+    lab = make_lab(3)
+    names = [node.node_id for node in lab.cluster.nodes]
+    await lab.faults.kill(2)
+    with pytest.raises(grpc.aio.AioRpcError):  # the write to kv-2 fails: kv-0 marks it unreachable
+        await put_at_all(lab.endpoints[0], b"healed/k")
+    pending = await cluster.unreachable_peers(lab.endpoints)
+    assert pending[names[0]] == [names[2]] and "no status" in pending[lab.endpoints[2]][0], pending
+    with pytest.raises(TimeoutError, match=f"unreachable: .*'{names[0]}': \\['{names[2]}'\\]"):
+        await cluster.wait_healed(lab.endpoints, timeout=0.5)
+    await lab.faults.restart(2)
+    await cluster.wait_healed(lab.endpoints, timeout=30)
+    assert await cluster.unreachable_peers(lab.endpoints) == {}
+    await put_at_all(lab.endpoints[0], b"healed/k")  # every replica answers now
+
+
+async def put_at_all(endpoint: str, key: bytes) -> None:
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        request = kv_pb2.PutRequest(key=key, value=b"v", consistency=types_pb2.CONSISTENCY_ALL)
+        await kv_pb2_grpc.KVStub(channel).Put(request, timeout=10)
 
 
 # -- proxy ------------------------------------------------------------------------------------------
