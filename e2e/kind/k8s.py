@@ -41,6 +41,13 @@ def run(args: Sequence[str], *, timeout: float = 120, check: bool = True) -> sub
     return result
 
 
+def run_input(args: Sequence[str], data: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a program with ``data`` on its stdin; how it went, failure included."""
+    return subprocess.run(
+        list(args), input=data, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     last = ""
@@ -82,6 +89,47 @@ class Kubectl:
         )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl apply failed: {proc.stderr.strip()}")
+
+
+# -- helm ------------------------------------------------------------------------------------------
+
+# The release e2e/kind/up.sh installs, and its operator.
+RELEASE = "kvstore"
+RELEASE_NAMESPACE = "kvstore-system"
+OPERATOR = "kvstore-operator"
+CHART = REPO / "charts" / "kvstore"
+
+
+def helm(
+    context: str, *args: str, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``helm --kube-context <context> ...``."""
+    return run(["helm", "--kube-context", context, *args], timeout=timeout, check=check)
+
+
+def operator_image(context: str) -> str:
+    """The image the installed operator runs (the one up.sh built and loaded)."""
+    out = run(["kubectl", "--context", context, "-n", RELEASE_NAMESPACE, "get", "deployment", OPERATOR,
+               "-o", "jsonpath={.spec.template.spec.containers[0].image}"]).stdout  # fmt: skip
+    return out.strip()
+
+
+def scale_operator(context: str, replicas: int) -> None:
+    """Scale up.sh's operator, and wait until that many of its pods run (none: all gone)."""
+    run(["kubectl", "--context", context, "-n", RELEASE_NAMESPACE, "scale", "deployment", OPERATOR,
+         f"--replicas={replicas}"])  # fmt: skip
+    if replicas:
+        run(["kubectl", "--context", context, "-n", RELEASE_NAMESPACE, "rollout", "status",
+             f"deployment/{OPERATOR}", "--timeout=180s"], timeout=240)  # fmt: skip
+        return
+    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+
+    def gone() -> bool:
+        out = run(["kubectl", "--context", context, "-n", RELEASE_NAMESPACE, "get", "pods", "-l", selector,
+                   "-o", "name"]).stdout  # fmt: skip
+        return not out.strip()
+
+    wait_until(gone, 120, "the operator's pods to be gone")
 
 
 # -- port-forwards ---------------------------------------------------------------------------------

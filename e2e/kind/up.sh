@@ -52,8 +52,13 @@ case "${KVSTORE_BUILD:-docker}" in
   *) echo "KVSTORE_BUILD must be docker, offline or skip" >&2; exit 2 ;;
 esac
 
+# Through an archive: `kind load docker-image` fails with Docker's containerd image store
+# ("content digest ... not found", kind issue 3795); an archive works with either store.
 log "loading $image into the nodes of $cluster"
-kind load docker-image "$image" --name "$cluster"
+archive="$(mktemp "${TMPDIR:-/tmp}/kvstore-image.XXXXXX.tar")"
+trap 'rm -f "$archive"' EXIT
+docker save "$image" -o "$archive"
+kind load image-archive "$archive" --name "$cluster"
 
 log "installing the chart"
 values=(--values e2e/kind/values.yaml)
@@ -62,4 +67,4 @@ helm upgrade --install kvstore charts/kvstore --namespace kvstore-system --creat
   "${values[@]}" --set "image.repository=${image%:*}" --set "image.tag=${image##*:}" \
   --wait --timeout 5m
 kubectl -n kvstore-system rollout status deployment/kvstore-operator --timeout=180s
-log "ready: kubectl apply -f e2e/kind/kvstore.yaml (a backup volume: e2e/kind/backup-volume.yaml)"
+log "ready: kubectl create namespace demo && kubectl -n demo apply -f e2e/kind/kvstore.yaml (a backup volume: kubectl -n demo apply -f e2e/kind/backup-volume.yaml)"

@@ -12,11 +12,18 @@ import argparse
 import asyncio
 import logging
 import sys
+import threading
+import urllib.parse
 
+import aiohttp.web
 import kopf
 
 from kvoperator import __version__
 from kvoperator.config import OperatorConfig, env_names
+from kvoperator.kube import KubeClient, login
+from kvoperator.leader import LeaderElector, lease_namespace, run_as_leader
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,18 +68,67 @@ def main(argv: list[str] | None = None) -> int:
     import kvoperator.handlers  # noqa: F401 - registers the handlers
 
     try:
-        asyncio.run(
-            kopf.operator(
-                clusterwide=not config.namespaces,
-                namespaces=list(config.namespaces),
-                liveness_endpoint=config.liveness or None,
-                standalone=not config.peering,
-                memo=kopf.Memo(config=config),
-            )
-        )
+        led = asyncio.run(run(config))
     except KeyboardInterrupt:
         return 130
-    return 0
+    return 0 if led else 1
+
+
+async def serve_standby_liveness(url: str) -> aiohttp.web.AppRunner | None:
+    """While a replica stands by, kopf is not running, so nothing would answer the liveness probe
+    and the kubelet would restart the standby over and over: answer it here until kopf starts."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    app = aiohttp.web.Application()
+
+    async def alive(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"standby": True})
+
+    app.router.add_get(parts.path or "/", alive)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, parts.hostname, parts.port or 80, reuse_address=True).start()
+    return runner
+
+
+async def run(config: OperatorConfig) -> bool:
+    """kopf's operator, run while this replica leads (when leader election is on); False if it
+    lost the lead (the process exits non-zero, and Kubernetes restarts it as a standby)."""
+    stop = threading.Event()
+    namespace = lease_namespace(config)
+    standby = await serve_standby_liveness(config.liveness) if namespace else None
+
+    async def operate(stop_flag: threading.Event) -> None:
+        nonlocal standby
+        if standby is not None:
+            await standby.cleanup()  # kopf serves the liveness endpoint from now on
+            standby = None
+        await kopf.operator(
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=config.liveness or None,
+            standalone=not config.peering,
+            memo=kopf.Memo(config=config),
+            stop_flag=stop_flag,
+        )
+
+    if namespace is None:
+        if config.leader_election:
+            log.warning(
+                "no leader election: not in a pod and no KVSTORE_OPERATOR_LEADER_ELECTION_NAMESPACE; "
+                "run only one operator for these namespaces"
+            )
+        await operate(stop)
+        return True
+    client = KubeClient(login(), timeout=config.connect_timeout)
+    log.info("leader election on the Lease %s/%s", namespace, config.lease_name)
+    try:
+        return await run_as_leader(LeaderElector.from_config(client, config, namespace), operate, stop)
+    finally:
+        await client.close()
+        if standby is not None:
+            await standby.cleanup()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ class OperatorConfig:
     liveness: str = "http://0.0.0.0:8080/healthz"  # empty: no liveness endpoint
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str = ""  # a kopf peering name; empty: standalone
+    # Leader election on a coordination.k8s.io Lease (leader.py): of several replicas, one acts.
+    leader_election: bool = True
+    leader_election_namespace: str = ""  # empty: the pod's own; outside a cluster: no election
+    lease_name: str = "kvstore-operator"
     # Timing (seconds).
     reconcile_interval: float = 10.0
     admin_timeout: float = 5.0
@@ -58,6 +62,15 @@ class OperatorConfig:
     watch_server_timeout: float = 300.0
     watch_client_timeout: float = 330.0
     connect_timeout: float = 30.0
+    # client-go's defaults: the renew deadline is shorter than the lease, so a leader that cannot
+    # renew stops before another may take over.
+    lease_duration: float = 15.0
+    lease_renew_deadline: float = 10.0
+    lease_retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError("leases need retry period < renew deadline < lease duration")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -84,6 +97,15 @@ def _duration(raw: str) -> float:
     return value
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -92,6 +114,8 @@ def _parser(kind: Any) -> Callable[[str], Any]:
     """How a setting of type ``kind`` is read (TypeError for a type no setting should have)."""
     if kind is float:
         return _duration  # every float setting is a duration: "250ms", "10s", "5m" or seconds
+    if kind is bool:
+        return _bool
     if kind is str:
         return str.strip
     if kind == tuple[str, ...]:

@@ -1,7 +1,8 @@
 """A small Kubernetes API client on aiohttp: get, list, create, merge-patch, delete.
 
-The operator needs only these verbs on a handful of resources, so it carries no client library. It
-logs in the way kopf does (service account, then kubeconfig). ``list`` filters by labels on the
+The operator needs only these verbs on a handful of resources, so it speaks them itself. It logs in
+the way kopf does: through the ``kubernetes`` client library's login (exec plugins included), and
+falls back to the service account and the kubeconfig. ``list`` filters by labels on the
 client side as well as asking the server to, so that extra objects from a server that ignores the
 label selector never reach the reconcile steps.
 """
@@ -9,6 +10,8 @@ label selector never reach the reconcile steps.
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib.util
 import json
 import logging
 import ssl
@@ -119,9 +122,20 @@ class KubeApi(Protocol):
 
 
 def login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
-    """Credentials as kopf finds them: the pod's service account, else the kubeconfig."""
+    """Credentials as kopf itself logs in: through the ``kubernetes`` client library when it is
+    installed (a dependency: it runs kubeconfig ``exec`` plugins such as ``aws eks get-token`` and
+    ``gke-gcloud-auth-plugin``, which kopf's own kubeconfig reader cannot), else the pod's service
+    account, else the kubeconfig."""
     settings = settings or kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    info: kopf.ConnectionInfo | None = None
+    if importlib.util.find_spec("kubernetes") is not None:
+        with contextlib.suppress(kopf.LoginError):
+            info = kopf.login_via_client(logger=log, settings=settings)
+    info = (
+        info
+        or kopf.login_with_service_account(settings=settings)
+        or kopf.login_with_kubeconfig(settings=settings)
+    )
     if info is None:
         raise kopf.LoginError("no service account token and no kubeconfig (set KUBECONFIG)")
     return info

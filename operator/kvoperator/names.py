@@ -38,12 +38,54 @@ def ordinal_of(store: str, pod_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+NODE_COMPONENT = "node"
+
+# The longest StatefulSet name: the StatefulSet controller labels each pod
+# ``controller-revision-hash: <statefulset>-<hash of up to 10 characters>``, and a label value is at
+# most 63 characters (kubernetes#64023; pkg/controller/history/controller_history.go).
+MAX_STATEFULSET_NAME = 52
+# A Service name is a DNS-1035 label (pkg/apis/core/validation: ValidateServiceName).
+MAX_DNS1035_LABEL = 63
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def name_problem(store: str) -> str | None:
+    """Why a store cannot have this name (its children's names would be refused), or None.
+
+    The CRD admits any DNS-subdomain name; refusing here, once and with a clear condition, beats a
+    422 from the API server on every pass."""
+    sts = statefulset(store)
+    if len(sts) > MAX_STATEFULSET_NAME:
+        return (
+            f"store name {store!r} is {len(sts)} characters; a StatefulSet name may have at most "
+            f"{MAX_STATEFULSET_NAME} (its pods' controller-revision-hash label must fit in 63)"
+        )
+    for service in (headless_service(store), client_service(store)):
+        if len(service) > MAX_DNS1035_LABEL or not _DNS1035_LABEL.fullmatch(service):
+            return (
+                f"store name {store!r} gives the Service name {service!r}, which is not a DNS-1035 "
+                "label (lower-case letters, digits and '-', starting with a letter, no dots, "
+                f"at most {MAX_DNS1035_LABEL} characters)"
+            )
+    return None
+
+
 def selector_labels(store: str) -> dict[str, str]:
-    """The labels that select a store's pods (the StatefulSet's selector, which is immutable)."""
+    """The labels that select a store's node pods (Services, PDB, anti-affinity, new StatefulSets).
+
+    The component label keeps the operator's own pod out: it carries ``app.kubernetes.io/name`` and
+    ``instance`` too, and may have the same instance value as a store. A StatefulSet's selector is
+    immutable, so one created before the component label keeps :func:`legacy_selector_labels`
+    (its pods carry the component label anyway: :func:`labels` always set it)."""
+    return {c.LABEL_NAME: c.APP_NAME, c.LABEL_INSTANCE: store, c.LABEL_COMPONENT: NODE_COMPONENT}
+
+
+def legacy_selector_labels(store: str) -> dict[str, str]:
+    """The selector of StatefulSets made by operators before the component label was added."""
     return {c.LABEL_NAME: c.APP_NAME, c.LABEL_INSTANCE: store}
 
 
-def labels(store: str, component: str = "node") -> dict[str, str]:
+def labels(store: str, component: str = NODE_COMPONENT) -> dict[str, str]:
     return {
         **selector_labels(store),
         c.LABEL_COMPONENT: component,

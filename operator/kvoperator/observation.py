@@ -124,6 +124,9 @@ async def observe(
         error = ""
     except SpecError as exc:
         spec, error = None, str(exc)
+    problem = names.name_problem(name)
+    if problem is not None:  # no step builds anything, and the status says why
+        spec, error = None, problem
     observed = Observed(store=store, spec=spec, spec_error=error)
     observed.statefulset = await client.get(kube.STATEFULSETS, namespace, names.statefulset(name))
     for body in await client.list_objects(kube.PODS, namespace, names.selector_labels(name)):

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import yaml
+from helm_python import _native
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kvstore"
 RELEASE = "kv"
 NAMESPACE = "kvstore-system"
 KUBE_VERSIONS = ("1.30", "1.33")
+# The Prometheus Operator's API: the chart renders ServiceMonitors and the PrometheusRule only on a
+# cluster that offers it.
+MONITORING_APIS = ("monitoring.coreos.com/v1",)
 
 Body = dict[str, Any]
 
@@ -106,10 +111,36 @@ def load_chart() -> helm.Chart:
     return helm.Chart.load(str(CHART))
 
 
-def render(values: Body, *, namespace: str = NAMESPACE) -> Rendered:
-    with load_chart() as chart:
+def render_files(
+    chart: helm.Chart,
+    values: Body,
+    *,
+    name: str = RELEASE,
+    namespace: str = NAMESPACE,
+    api_versions: Sequence[str] = MONITORING_APIS,
+) -> dict[str, str]:
+    """``helm template`` in Helm's library, with ``--api-versions``: the API versions the cluster
+    offers beyond the built-in ones (``.Capabilities.APIVersions``). helm-python-sdk's
+    ``Chart.render`` does not expose that option, which its native ``helm_render`` takes."""
+    opts = {"name": name, "namespace": namespace, "is_install": True, "api_versions": list(api_versions)}
+    raw = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
+    files: dict[str, str] = json.loads(raw)
+    return files
+
+
+def render(
+    values: Body,
+    *,
+    namespace: str = NAMESPACE,
+    name: str = RELEASE,
+    api_versions: Sequence[str] = MONITORING_APIS,
+    chart_dir: Path = CHART,
+) -> Rendered:
+    """The chart rendered for an install of release ``name``, on a cluster that offers the
+    Prometheus Operator's API unless ``api_versions`` says otherwise."""
+    with helm.Chart.load(str(chart_dir)) as chart:
         chart.validate_schema(values)
-        files = chart.render(values=values, name=RELEASE, namespace=namespace, is_install=True)
+        files = render_files(chart, values, name=name, namespace=namespace, api_versions=api_versions)
     objects: list[Body] = []
     notes = ""
     for path, text in sorted(files.items()):

@@ -1,36 +1,45 @@
-"""The operator's RBAC is exactly the table in docs/operator.md ("RBAC"): no verb more, none less."""
+"""The operator's RBAC is exactly the table in docs/kubernetes.md ("RBAC") and exactly what the
+operator's code requests (tests/chart/operator_calls.py): no verb more, none less."""
 
 from __future__ import annotations
 
 import re
 
-from tests.chart.helpers import NAMESPACE, REPO, VALUE_SETS, Body, render
+from pytest import MonkeyPatch
+
+from tests.chart.helpers import NAMESPACE, REPO, VALUE_SETS, Body, Rendered, render
+from tests.chart.operator_calls import used_rules
 
 Rule = tuple[str, str, str]  # api group, resource, verb
 
 
-def documented_rules() -> tuple[set[Rule], set[Rule]]:
-    """(namespaced rules, cluster-scoped rules) from docs/operator.md, leaving out the rows that
-    apply only with kopf peering (the chart runs one standalone operator)."""
-    text = (REPO / "docs" / "operator.md").read_text()
-    section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
+def documented_rules() -> tuple[set[Rule], set[Rule], set[Rule]]:
+    """(namespaced rules, cluster-scoped rules, leader-election rules in the release namespace)
+    from docs/kubernetes.md's RBAC table."""
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    section = text.split("\n## RBAC", 1)[1].split("\n## ", 1)[0]
     namespaced: set[Rule] = set()
     cluster: set[Rule] = set()
+    leader: set[Rule] = set()
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 4 or not cells[0].startswith("`"):
             continue
-        if "only with" in cells[3]:
-            continue
         group = cells[0].strip("`").strip('"')
         resources = re.findall(r"`([^`]+)`", cells[1])
         verbs = [v.strip() for v in cells[2].split(",")]
-        target = cluster if "ClusterRole" in cells[3] else namespaced
+        target = (
+            cluster
+            if "ClusterRole" in cells[3]
+            else leader
+            if "release namespace" in cells[3]
+            else namespaced
+        )
         for resource in resources:
             for verb in verbs:
                 target.add((group, resource, verb))
-    assert namespaced and cluster, "docs/operator.md has no RBAC table"
-    return namespaced, cluster
+    assert namespaced and cluster and leader, "docs/kubernetes.md has no RBAC table"
+    return namespaced, cluster, leader
 
 
 def rules_of(role: Body) -> set[Rule]:
@@ -43,8 +52,16 @@ def rules_of(role: Body) -> set[Rule]:
     return out
 
 
+def leader_role(rendered: Rendered) -> Body:
+    return rendered.one("Role", "kv-kvstore-operator-leader")
+
+
+def store_roles(rendered: Rendered) -> list[Body]:
+    return [r for r in rendered.of_kind("Role") if r is not leader_role(rendered)]
+
+
 def test_cluster_wide_rbac_is_exactly_the_documented_rules() -> None:
-    namespaced, cluster = documented_rules()
+    namespaced, cluster, _ = documented_rules()
     rendered = render({})
     role = rendered.one("ClusterRole")
     assert rules_of(role) == namespaced | cluster
@@ -52,18 +69,22 @@ def test_cluster_wide_rbac_is_exactly_the_documented_rules() -> None:
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = rendered.one("ServiceAccount")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
-    assert not rendered.of_kind("Role")
+    assert not store_roles(rendered)
 
 
 def test_namespaced_rbac_has_a_role_per_namespace_and_only_nodes_cluster_wide() -> None:
-    namespaced, cluster = documented_rules()
+    namespaced, cluster, _ = documented_rules()
     rendered = render(VALUE_SETS["namespaced"])
     assert rules_of(rendered.one("ClusterRole")) == cluster
-    roles = {r["metadata"]["namespace"]: r for r in rendered.of_kind("Role")}
+    roles = {r["metadata"]["namespace"]: r for r in store_roles(rendered)}
     assert set(roles) == {"kvstore-system", "shop"}
     for role in roles.values():
         assert rules_of(role) == namespaced
-    bindings = {b["metadata"]["namespace"]: b for b in rendered.of_kind("RoleBinding")}
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in rendered.of_kind("RoleBinding")
+        if b["roleRef"]["name"] != leader_role(rendered)["metadata"]["name"]
+    }
     assert set(bindings) == set(roles)
     for ns, binding in bindings.items():
         assert binding["roleRef"] == {
@@ -89,3 +110,64 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
         rendered.kinds()
     )
     assert rendered.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+
+
+def test_the_chart_grants_exactly_what_the_operators_code_requests() -> None:
+    """A rule the code never uses is a privilege too many; one it uses and lacks is a 403 on a real
+    cluster (the API mock of tests/operator grants the chart's rules too)."""
+    rendered = render({})
+    granted = rules_of(rendered.one("ClusterRole")) | rules_of(leader_role(rendered))
+    used = used_rules()
+    assert granted - used == set(), f"granted but never requested: {sorted(granted - used)}"
+    assert used - granted == set(), f"requested but not granted: {sorted(used - granted)}"
+
+
+def test_the_scan_sees_every_kind_of_request() -> None:
+    """The scan of the operator's code finds each source of requests (so the test above can fail)."""
+    used = used_rules()
+    assert ("", "pods", "delete") in used  # a client call
+    assert ("", "services", "create") in used  # children.ensure
+    assert ("kvstore.dev", "kvstores/status", "patch") in used  # a status subresource
+    assert ("apps", "statefulsets", "watch") in used  # a kopf handler
+    assert ("", "events", "create") in used  # kopf.event
+
+
+def test_block_owner_deletion_would_need_update_on_the_owners_finalizers(monkeypatch: MonkeyPatch) -> None:
+    """With OwnerReferencesPermissionEnforcement (OpenShift and others), setting
+    blockOwnerDeletion needs update on the owner's finalizers: the scan asks for it if it is set."""
+    from tests.chart import operator_calls
+
+    def blocking(owner: Body) -> Body:
+        return {"kind": owner["kind"], "blockOwnerDeletion": True}
+
+    monkeypatch.setattr(operator_calls, "owner_reference", blocking)
+    assert ("kvstore.dev", "kvstores/finalizers", "update") in operator_calls.used_rules()
+
+
+def test_leader_election_has_a_role_in_the_release_namespace_only() -> None:
+    """The Lease lives in the operator's namespace, which watchNamespaces may leave out."""
+    _, _, leader = documented_rules()
+    for value_set in ("default", "namespaced"):
+        rendered = render(VALUE_SETS[value_set])
+        role = leader_role(rendered)
+        assert role["metadata"]["namespace"] == NAMESPACE and rules_of(role) == leader
+        binding = rendered.one("RoleBinding", role["metadata"]["name"])
+        assert binding["metadata"]["namespace"] == NAMESPACE
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": role["metadata"]["name"]}  # fmt: skip
+        env = {
+            e["name"]: e.get("value")
+            for e in rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["KVSTORE_OPERATOR_LEADER_ELECTION_NAMESPACE"] == NAMESPACE
+        assert env["KVSTORE_OPERATOR_LEASE_NAME"] == "kv-kvstore-operator"  # one Lease per release
+
+
+def test_standby_replicas_wait_for_the_leaders_lease() -> None:
+    deployment = render({"operator": {"replicas": 2}}).one("Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    from kvoperator.config import OperatorConfig
+
+    operator_env = {k: v for k, v in env.items() if k.startswith("KVSTORE_OPERATOR_") and v is not None}
+    assert OperatorConfig.from_env(operator_env).leader_election  # the operator's own reading

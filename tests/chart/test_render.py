@@ -68,6 +68,8 @@ def test_value_sets_render_what_they_switch_on() -> None:
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
+        "Role",  # leader election, in the release namespace
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -101,7 +103,7 @@ def test_operator_deployment_is_locked_down(value_set: str) -> None:
     deployment = render(VALUE_SETS[value_set]).one("Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = _operator_container(deployment)
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 1  # more only when asked: standbys of the leader
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001

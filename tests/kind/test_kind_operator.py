@@ -8,7 +8,7 @@ PersistentVolume, ReadWriteMany, on the folder that every kind node mounts) in a
   rule), so the spec does not change and the operator never sees it;
 * a KVBackup ends Succeeded and verified, with every node's snapshot on the shared volume;
 * that backup restores into a new store of another size (4 nodes, reading the volume read-only);
-* deleting the KVStore runs the finalizer, and the garbage collector removes the StatefulSet,
+* deleting the KVStore lets the garbage collector remove the StatefulSet,
   Services, ConfigMap and PDB (the data PVCs stay: whenDeleted Retain). This test runs last.
 
 Skipped, with a message, wherever the kind suite is (tests/kind/conftest.py), and on a cluster
@@ -88,7 +88,7 @@ def source(cluster: str) -> Iterator[Source]:
             assert put_keys(endpoint, KEYS) == KEYS
         yield Source(kubectl, store, claim)
     finally:
-        for name in (DST, SRC):  # while the operator runs (their finalizers), then the namespace
+        for name in (DST, SRC):  # while the operator runs, then the namespace
             kubectl("delete", "kvstore", name, "--ignore-not-found", "--wait=true", "--timeout=120s",
                     check=False, timeout=180)  # fmt: skip
         k8s.run(
@@ -115,7 +115,6 @@ def test_apply_builds_children_that_the_store_owns(source: Source) -> None:
     kubectl, store = source.kubectl, source.store
     body = store.body()
     uid = body["metadata"]["uid"]
-    assert "kvstore.dev/finalizer" in body["metadata"]["finalizers"]
     for kind, name in (
         ("configmap", f"{SRC}-config"),
         ("service", SRC),
@@ -192,8 +191,7 @@ def test_deleting_the_store_removes_its_children(source: Source) -> None:
     """Runs last: it deletes the source store."""
     kubectl, store = source.kubectl, source.store
     kubectl("delete", "kvstore", SRC, "--wait=true", "--timeout=180s", timeout=240)
-    assert not kubectl.exists("kvstore", SRC)  # the finalizer was removed
-    assert store.events("Deleting")
+    assert not kubectl.exists("kvstore", SRC)
     children = [
         ("statefulset", SRC),
         ("service", SRC),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -168,3 +169,32 @@ def test_the_backup_volume_is_one_host_folder_shared_by_every_node() -> None:
     assert volume["spec"]["storageClassName"] == claim["spec"]["storageClassName"] == ""
     assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
     assert f"mkdir -p -m 0777 {host}" in (k8s.KIND_DIR / "up.sh").read_text()
+
+
+def test_images_are_loaded_through_an_archive() -> None:
+    """`kind load docker-image` fails with Docker's containerd image store (kind issue 3795):
+    up.sh, the README and docs/kubernetes.md load a `docker save` archive instead."""
+    up = (k8s.KIND_DIR / "up.sh").read_text()
+    assert "docker save" in up and "kind load image-archive" in up
+    for path in (k8s.KIND_DIR / "up.sh", k8s.REPO / "README.md", k8s.REPO / "docs" / "kubernetes.md"):
+        commands = [
+            line.strip() for line in path.read_text().splitlines() if line.strip().startswith("kind load")
+        ]
+        assert commands, path
+        assert all(line.startswith("kind load image-archive") for line in commands), (path, commands)
+
+
+def test_every_hint_puts_the_demo_store_in_one_namespace() -> None:
+    """up.sh's last hint, the manifests' own comments and the quick starts agree: namespace demo."""
+    texts = {
+        "up.sh": (k8s.KIND_DIR / "up.sh").read_text(),
+        "kvstore.yaml": (k8s.KIND_DIR / "kvstore.yaml").read_text(),
+        "backup-volume.yaml": (k8s.KIND_DIR / "backup-volume.yaml").read_text(),
+        "README.md": (k8s.REPO / "README.md").read_text(),
+        "docs/kubernetes.md": (k8s.REPO / "docs" / "kubernetes.md").read_text(),
+    }
+    for name, text in texts.items():
+        applies = [line for line in text.splitlines() if re.search(r"kubectl .*apply -f e2e/kind/", line)]
+        assert applies, name
+        for line in applies:
+            assert "-n demo" in line, f"{name}: {line.strip()}"

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import kopf
+import kubernetes.config
 import pytest
 from kvoperator.config import AddressMode, OperatorConfig
+from kvoperator.kube import KubeClient, login
+from kvoperator.leader import LeaderElector, lease_namespace, run_as_leader
 
 from kvnode.testing.processes import free_port
 from tests.operator.apiserver import ApiServerThread
@@ -40,6 +43,7 @@ def operator_config(tmp_path: Path) -> OperatorConfig:
         metrics_listen=f"127.0.0.1:{free_port()}",
         liveness="",
         namespaces=(NAMESPACE,),
+        leader_election=False,  # test_leader.py turns it on
         reconcile_interval=0.5,
         admin_timeout=5.0,
         health_timeout=1.0,
@@ -63,37 +67,63 @@ class OperatorThread:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.led: bool | None = None  # with leader election: False once it lost the lead
 
-    def start(self) -> OperatorThread:
+    def start(self, *, wait_ready: bool = True) -> OperatorThread:
+        """Start it; with leader election, a standby is not ready until it leads (wait_ready=False)."""
         import kvoperator.handlers  # noqa: F401 - registers the handlers
 
         self._stop.clear()
         self._ready.clear()
+        self.led = None
         self.memo = kopf.Memo(config=self.config)
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
         self._thread.start()
-        if not self._ready.wait(30):
+        if wait_ready and not self._ready.wait(30):
             raise RuntimeError(f"the operator did not start: {self.error}")
         return self
 
     def _main(self) -> None:
         settings = kopf.OperatorSettings()
         settings.process.ultimate_exiting_timeout = None  # never SIGKILL the test process
-        try:
-            asyncio.run(
-                kopf.operator(
-                    namespaces=list(self.config.namespaces),
-                    standalone=True,
-                    settings=settings,
-                    memo=self.memo,
-                    stop_flag=self._stop,
-                    ready_flag=self._ready,
-                )
+
+        async def operate(stop_flag: threading.Event) -> None:
+            await kopf.operator(
+                namespaces=list(self.config.namespaces),
+                standalone=True,
+                settings=settings,
+                memo=self.memo,
+                stop_flag=stop_flag,
+                ready_flag=self._ready,
             )
+
+        async def main() -> None:
+            """As the command does (kvoperator.cli.run): kopf runs only while this one leads."""
+            namespace = lease_namespace(self.config)
+            if namespace is None:
+                await operate(self._stop)
+                return
+            client = KubeClient(login(), timeout=self.config.connect_timeout)
+            try:
+                elector = LeaderElector.from_config(client, self.config, namespace)
+                self.led = await run_as_leader(elector, operate, self._stop)
+            finally:
+                await client.close()
+
+        try:
+            asyncio.run(main())
         except BaseException as exc:
             self.error = exc
             log.exception("the operator failed")
             self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -111,7 +141,11 @@ class OperatorThread:
 @pytest.fixture
 def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServerThread]:
     server = ApiServerThread().start()
-    monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    kubeconfig = str(server.write_kubeconfig(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    # The kubernetes library reads $KUBECONFIG once, when it is imported (which collection may
+    # already have done): its login (kopf's and the operator's) must find this test's server.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", kubeconfig)
     try:
         yield server
     finally:

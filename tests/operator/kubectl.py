@@ -47,7 +47,7 @@ class Kubectl:
         return result
 
     def list(self, resource: Resource, namespace: str | None = None) -> list[Body]:
-        """Every object of the resource (the server ignores label selectors anyway)."""
+        """Every object of the resource (no label selector)."""
         try:
             reply = self.request("GET", resource.path(namespace))
         except ApiError as exc:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -80,6 +82,8 @@ class ClusterSim:
     # Invariant checks: pods deleted by scale-down that were still members at that moment.
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Pods the API server refused to create (422), as the StatefulSet controller's events would say.
+    refused: list[str] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -202,10 +206,15 @@ class ClusterSim:
         template = sts["spec"]["template"]
         pod_name = f"{name}-{ordinal}"
         assert self._scheduled is not None
+        # The StatefulSet controller labels each pod with its ControllerRevision's name,
+        # "<statefulset>-<hash>" (pkg/controller/history/controller_history.go), so a StatefulSet
+        # name over 52 characters makes a label value over 63 and every pod create is refused.
+        revision = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         labels = {
             **(template.get("metadata", {}).get("labels") or {}),
             "statefulset.kubernetes.io/pod-name": pod_name,
             "apps.kubernetes.io/pod-index": str(ordinal),
+            "controller-revision-hash": f"{name}-{revision}",
         }
         body = {
             "apiVersion": "v1",
@@ -234,8 +243,11 @@ class ClusterSim:
             },
             "status": {"phase": "Pending"},
         }
-        with contextlib.suppress(ApiError):
+        try:
             self.kubectl.create(kube.PODS, self.namespace, body)
+        except ApiError as exc:
+            if exc.status == 422:
+                self.refused.append(f"pod {pod_name}: {exc}")
 
     def _schedule(self) -> str:
         """Round-robin over the Ready nodes (the scheduler)."""

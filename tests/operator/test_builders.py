@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
 from kvoperator import constants as c
+from kvoperator import names
 from kvoperator.builders.backup import build_scheduled_backup
 from kvoperator.builders.common import hash_of
 from kvoperator.builders.config import build_configmap
@@ -33,13 +35,15 @@ def test_statefulset() -> None:
     sts = build_statefulset(OWNER, spec, 5, CONFIG)
     assert sts["metadata"]["ownerReferences"] == [
         {"apiVersion": "kvstore.dev/v1alpha1", "kind": "KVStore", "name": "demo", "uid": "uid-1",
-         "controller": True, "blockOwnerDeletion": True}
+         "controller": True}
     ]  # fmt: skip
     s = sts["spec"]
     assert (
         s["replicas"] == 5 and s["podManagementPolicy"] == "Parallel" and s["serviceName"] == "demo-headless"
     )
-    assert s["selector"] == {"matchLabels": {c.LABEL_NAME: "kvstore", c.LABEL_INSTANCE: "demo"}}
+    assert s["selector"] == {
+        "matchLabels": {c.LABEL_NAME: "kvstore", c.LABEL_INSTANCE: "demo", c.LABEL_COMPONENT: "node"}
+    }
     claim = s["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"] == {
@@ -56,7 +60,10 @@ def test_statefulset() -> None:
     assert container["image"] == CONFIG.node_image
     assert container["livenessProbe"]["grpc"]["service"] == "kvnode.api.v1.Admin"
     # no backup volume unless asked: only /tmp, which a read-only root filesystem needs
-    assert s["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    # (bounded by the data volume's size: backup verification copies a snapshot into it)
+    assert s["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}]
+    assert s["template"]["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert container["readinessProbe"]["timeoutSeconds"] == container["livenessProbe"]["timeoutSeconds"] == 5
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -80,7 +87,7 @@ def test_backup_and_restore_volumes() -> None:
     assert pod["volumes"] == [
         {"name": "backups", "persistentVolumeClaim": {"claimName": "bk"}},
         {"name": "restore", "persistentVolumeClaim": {"claimName": "old", "readOnly": True}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},  # the default volume size
     ]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts == {"data": "/var/lib/kvnode", "backups": "/backups", "restore": "/restore", "tmp": "/tmp"}
@@ -138,3 +145,52 @@ def test_names_and_addresses() -> None:
     assert (
         member_address("demo", 0, "shop", 1, None, domain) == "demo-0.demo-headless.shop.svc.cluster.local:1"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("s" * 52, None),
+        ("s" * 53, "at most 52"),
+        ("1demo", "DNS-1035"),  # a Service name starts with a letter
+        ("my.store", "DNS-1035"),  # a valid KVStore (DNS subdomain) name, but no Service name
+        ("demo", None),
+    ],
+)
+def test_store_names_whose_children_cannot_exist_are_refused(name: str, problem: str | None) -> None:
+    found = names.name_problem(name)
+    assert (found is None) if problem is None else (found is not None and problem in found), found
+
+
+def test_the_operator_pod_matches_no_store_selector() -> None:
+    """The operator's pod carries app.kubernetes.io/name=kvstore and, with the README's release
+    name, the store's instance: only the component label tells it from a node."""
+    operator_pod = {c.LABEL_NAME: "kvstore", c.LABEL_INSTANCE: "demo", c.LABEL_COMPONENT: "operator"}
+    spec = parse_store_spec({})
+    selectors = [
+        build_client_service(OWNER, spec)["spec"]["selector"],
+        build_headless_service(OWNER, spec)["spec"]["selector"],
+        build_pdb(OWNER, spec)["spec"]["selector"]["matchLabels"],
+        build_statefulset(OWNER, spec, 3, CONFIG)["spec"]["selector"]["matchLabels"],
+    ]
+    node_pod = build_statefulset(OWNER, spec, 3, CONFIG)["spec"]["template"]["metadata"]["labels"]
+    for selector in selectors:
+        assert not selector.items() <= operator_pod.items()
+        assert selector.items() <= node_pod.items()
+    # The selector of StatefulSets made before (immutable, kept) still matches the node pods.
+    assert names.legacy_selector_labels("demo").items() <= node_pod.items()
+
+
+def test_no_child_blocks_its_owners_deletion() -> None:
+    """blockOwnerDeletion needs update on kvstores/finalizers under OwnerReferencesPermissionEnforcement."""
+    spec = parse_store_spec({})
+    when = datetime.datetime(2025, 3, 4, 5, 6, 7, tzinfo=datetime.UTC)
+    for body in (
+        build_statefulset(OWNER, spec, 3, CONFIG),
+        build_client_service(OWNER, spec),
+        build_headless_service(OWNER, spec),
+        build_configmap(OWNER, spec, 3, CONFIG),
+        build_pdb(OWNER, spec),
+        build_scheduled_backup(OWNER, when),
+    ):
+        assert all("blockOwnerDeletion" not in ref for ref in body["metadata"]["ownerReferences"])

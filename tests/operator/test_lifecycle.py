@@ -1,5 +1,5 @@
 """A KVStore's life against kmock and real nodes: children, status that follows the pods,
-idempotent steps, deletion through the finalizer."""
+idempotent steps, deletion without a finalizer (with the operator running, and without it)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,13 @@ def test_create_builds_owned_children_and_status_follows_the_pods(
     assert (
         headless and headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"]
     )
-    assert client and client["spec"]["selector"] == {c.LABEL_NAME: "kvstore", c.LABEL_INSTANCE: "demo"}
+    selector = {c.LABEL_NAME: "kvstore", c.LABEL_INSTANCE: "demo", c.LABEL_COMPONENT: "node"}
+    assert client and client["spec"]["selector"] == selector
+    assert (
+        headless["spec"]["selector"] == selector
+        and pdb
+        and pdb["spec"]["selector"]["matchLabels"] == selector
+    )
     assert sts is not None
     spec = sts["spec"]
     assert spec["replicas"] == 3 and spec["podManagementPolicy"] == "Parallel"
@@ -68,6 +74,19 @@ def test_create_builds_owned_children_and_status_follows_the_pods(
     env = {e["name"] for e in container["env"]}
     assert {"KVNODE_NODE_ID", "KVNODE_PEERS", "KVNODE_ADVERTISE", "KVNODE_DATA_DIR"} <= env
     assert container["readinessProbe"]["grpc"]["service"] == ""
+    assert spec["selector"]["matchLabels"] == selector
+    # Real storage and load: no chown of the whole volume at each start, probes that tolerate a
+    # busy node, and a bounded /tmp for backup verification.
+    pod_spec = spec["template"]["spec"]
+    assert pod_spec["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert (
+        container["readinessProbe"]["timeoutSeconds"] > 1 and container["livenessProbe"]["timeoutSeconds"] > 1
+    )
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod_spec["volumes"]
+    # No blockOwnerDeletion: it would need update on kvstores/finalizers, which nothing grants.
+    for child in (cm, headless, client, sts, pdb):
+        assert child is not None
+        assert not any(ref.get("blockOwnerDeletion") for ref in child["metadata"]["ownerReferences"])
     assert pdb and pdb["spec"]["maxUnavailable"] == 1
     for reason in ("CreatedStatefulSet", "CreatedService", "Bootstrapped"):
         wait_event(kubectl, reason)
@@ -153,27 +172,70 @@ def test_every_step_is_idempotent(
     assert all(writes == [] for writes in singles), singles
 
 
-def test_deleting_the_store_runs_the_finalizer_and_cleans_up(
+CHILDREN = (
+    (kube.STATEFULSETS, "demo"),
+    (kube.SERVICES, "demo"),
+    (kube.SERVICES, "demo-headless"),
+    (kube.CONFIGMAPS, "demo-config"),
+    (kube.PDBS, "demo"),
+)
+
+
+def wait_children_gone(kubectl: Kubectl, sim: ClusterSim) -> None:
+    wait_for(
+        lambda: all(kubectl.get(resource, NAMESPACE, name) is None for resource, name in CHILDREN),
+        30,
+        "the store's children to be gone",
+    )
+    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 30, "the pods to be gone")
+    wait_for(
+        lambda: not any(ct.process.poll() is None for ct in sim.containers.values()), 30, "nodes stopped"
+    )
+
+
+def test_deleting_the_store_needs_no_finalizer_and_cleans_up(
     kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread
 ) -> None:
     create(kubectl)
     wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available with 3 members")
     body = store(kubectl, "demo")
-    assert f"{c.GROUP}/finalizer" in body["metadata"]["finalizers"]
+    assert not body["metadata"].get("finalizers"), body["metadata"].get("finalizers")
+    stores = operator.memo["stores"]  # type: ignore[index]
+    assert stores.running(NAMESPACE, "demo")
     kubectl.delete(kube.KVSTORES, NAMESPACE, "demo")
-    wait_for(lambda: kubectl.get(kube.KVSTORES, NAMESPACE, "demo") is None, 30, "the KVStore to be gone")
-    wait_event(kubectl, "Deleting")
-    for resource, name in (
-        (kube.STATEFULSETS, "demo"),
-        (kube.SERVICES, "demo"),
-        (kube.SERVICES, "demo-headless"),
-        (kube.CONFIGMAPS, "demo-config"),
-        (kube.PDBS, "demo"),
-    ):
-        assert kubectl.get(resource, NAMESPACE, name) is None, (resource, name)
-    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 30, "the pods to be gone")
-    wait_for(
-        lambda: not any(ct.process.poll() is None for ct in sim.containers.values()), 30, "nodes stopped"
-    )
+    assert kubectl.get(kube.KVSTORES, NAMESPACE, "demo") is None  # at once: nothing holds it
+    wait_for(lambda: not stores.running(NAMESPACE, "demo"), 15, "the store's reconcile loop to stop")
+    wait_children_gone(kubectl, sim)
     # The volumes stay (persistentVolumeClaimRetentionPolicy whenDeleted: Retain).
     assert all(sim.pvc_dir(f"demo-{i}").is_dir() for i in range(3))
+
+
+def test_a_store_deleted_after_the_operator_is_gone_still_goes_with_its_children(
+    kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread
+) -> None:
+    """``helm uninstall`` removes the operator before the KVStore (Helm deletes unknown kinds
+    last): nothing may wait for the operator then."""
+    create(kubectl)
+    wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available with 3 members")
+    operator.stop()
+    kubectl.delete(kube.KVSTORES, NAMESPACE, "demo")
+    assert kubectl.get(kube.KVSTORES, NAMESPACE, "demo") is None
+    wait_children_gone(kubectl, sim)
+
+
+def test_the_finalizer_of_older_versions_is_removed(
+    kubectl: Kubectl, sim: ClusterSim, config: OperatorConfig
+) -> None:
+    """Stores made by an older operator carry kvstore.dev/finalizer; this one takes it off, so
+    they too can be deleted without it."""
+    body = kvstore("demo", NAMESPACE, port=free_port(), metrics_port=free_port())
+    body["metadata"]["finalizers"] = [f"{c.GROUP}/finalizer"]
+    kubectl.create(kube.KVSTORES, NAMESPACE, body)
+    runner = OperatorThread(config).start()
+    try:
+        wait_for(
+            lambda: not store(kubectl, "demo")["metadata"].get("finalizers"), 30, "the old finalizer to go"
+        )
+        wait_status(kubectl, "demo", lambda s: is_available(s, 3), "Available with 3 members")
+    finally:
+        runner.stop()

@@ -181,6 +181,7 @@ def test_settings_are_parsed_by_their_real_types() -> None:
     rather than read as a string."""
     values = {
         float: ("90s", 90.0),
+        bool: (" False ", False),
         str: (" x ", "x"),
         tuple[str, ...]: ("a,,b ", ("a", "b")),
         AddressMode: ("POD-IP", AddressMode.POD_IP),

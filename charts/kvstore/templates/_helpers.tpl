@@ -38,11 +38,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
+{{/* The operator's app name, "<name>-operator". Never "kvstore": a store's pods are selected by
+app.kubernetes.io/name=kvstore and app.kubernetes.io/instance=<store> (the operator's
+names.selector_labels), and with the release named like the store, an operator pod labelled
+"kvstore" would join the store's Services and PodDisruptionBudget. */}}
+{{- define "kvstore.operatorAppName" -}}
+{{- printf "%s-operator" (include "kvstore.name" .) -}}
+{{- end -}}
+
+{{/* Labels of the operator's objects: the chart's labels with the operator's app name (which
+wins over commonLabels). */}}
+{{- define "kvstore.operatorLabels" -}}
+{{- $labels := include "kvstore.labels" . | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/name" (include "kvstore.operatorAppName" .) -}}
+{{- $_ = set $labels "app.kubernetes.io/component" "operator" -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
 {{/* Selector labels of the operator's pod. */}}
 {{- define "kvstore.operatorSelectorLabels" -}}
-app.kubernetes.io/name: {{ include "kvstore.name" . }}
+app.kubernetes.io/name: {{ include "kvstore.operatorAppName" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Labels of the operator's pod: its podLabels, then the operator's labels, which win (a podLabel
+cannot put the pod into a store's selector). */}}
+{{- define "kvstore.operatorPodLabels" -}}
+{{- $labels := merge (include "kvstore.operatorLabels" . | fromYaml) (deepCopy (.Values.operator.podLabels | default dict)) -}}
+{{- toYaml $labels -}}
 {{- end -}}
 
 {{- define "kvstore.serviceAccountName" -}}
@@ -67,27 +91,28 @@ app.kubernetes.io/component: operator
 {{- default (printf "%s-backups" .Values.store.name) .Values.store.backup.claim.name -}}
 {{- end -}}
 
-{{/* The namespaced RBAC rules of the operator: docs/operator.md, "RBAC" (exactly the verbs it
-uses; tests/chart checks the two against each other). */}}
+{{/* The namespaced RBAC rules of the operator: docs/kubernetes.md, "RBAC" (exactly the verbs it
+uses; tests/chart/test_rbac.py checks them against that table and against the calls in the
+operator's code, and tests/operator grants exactly these to the operator under test). */}}
 {{- define "kvstore.namespacedRules" -}}
 - apiGroups: ["kvstore.dev"]
   resources: ["kvstores"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kvstore.dev"]
   resources: ["kvstores/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["kvstore.dev"]
   resources: ["kvbackups"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["kvstore.dev"]
   resources: ["kvbackups/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "patch"]
@@ -102,9 +127,43 @@ uses; tests/chart checks the two against each other). */}}
   verbs: ["create"]
 {{- end -}}
 
+{{/* The leader election's rules (operator/kvoperator/leader.py): a Lease in the operator's own
+namespace, as a Role there whatever operator.watchNamespaces says. */}}
+{{- define "kvstore.leaderRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "patch"]
+{{- end -}}
+
 {{/* The cluster-scoped rules: whether a stuck pod's Node is NotReady. */}}
 {{- define "kvstore.clusterRules" -}}
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get"]
+{{- end -}}
+
+{{/* The namespaces of the cluster, as a JSON map of name to true; "{}" where no cluster is asked
+(helm template, --dry-run=client: lookup returns nothing, and a real cluster always has some).
+Its own template so that the chart's tests can stand in for the cluster (tests/chart). */}}
+{{- define "kvstore.clusterNamespaces" -}}
+{{- $found := dict -}}
+{{- $list := lookup "v1" "Namespace" "" "" -}}
+{{- range $ns := (get $list "items" | default list) -}}
+{{- $_ := set $found $ns.metadata.name true -}}
+{{- end -}}
+{{- toJson $found -}}
+{{- end -}}
+
+{{/* Fail, naming it, when operator.watchNamespaces names a namespace the cluster does not have:
+Helm would otherwise stop half-way with "namespaces ... not found" on the Role. The release
+namespace is exempt (helm install --create-namespace makes it after rendering). */}}
+{{- define "kvstore.checkNamespaces" -}}
+{{- $existing := include "kvstore.clusterNamespaces" . | fromJson -}}
+{{- if $existing -}}
+{{- range $ns := .Values.operator.watchNamespaces -}}
+{{- if and (ne $ns $.Release.Namespace) (not (hasKey $existing $ns)) -}}
+{{- fail (printf "operator.watchNamespaces names the namespace %q, which does not exist: create it first (kubectl create namespace %s), then install again" $ns $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

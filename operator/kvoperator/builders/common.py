@@ -14,7 +14,12 @@ Body = dict[str, Any]
 
 
 def owner_reference(owner: Mapping[str, Any]) -> Body:
-    """A controller reference to ``owner`` (a KVStore body): deleting it deletes the child."""
+    """A controller reference to ``owner`` (a KVStore body): deleting it deletes the child.
+
+    No ``blockOwnerDeletion``: it matters only to foreground deletion, which the operator never
+    asks for (it deletes in the background, and the KVStore has no finalizer), and setting it needs
+    ``update`` on ``kvstores/finalizers`` wherever the OwnerReferencesPermissionEnforcement
+    admission plugin runs (OpenShift and others)."""
     meta = owner["metadata"]
     return {
         "apiVersion": owner.get("apiVersion", c.API_VERSION),
@@ -22,7 +27,6 @@ def owner_reference(owner: Mapping[str, Any]) -> Body:
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 

@@ -13,6 +13,9 @@ from kvoperator.spec import StoreSpec
 
 NODE_UID = 10001
 TERMINATION_GRACE_SECONDS = 30
+# gRPC probes: the kubelet's 1 s default fails a probe on a node that is busy committing a large
+# batch, and readiness flaps under load; 5 s is still well inside the probe periods.
+PROBE_TIMEOUT_SECONDS = 5
 
 
 def _field_env(name: str, path: str) -> Body:
@@ -104,6 +107,7 @@ def build_statefulset(
         "readinessProbe": {
             "grpc": {"port": spec.port, "service": c.HEALTH_READINESS_SERVICE},
             "periodSeconds": 5,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
         # Alive = the process answers at all; a rebuilding node is alive, just not ready.
@@ -111,6 +115,7 @@ def build_statefulset(
             "grpc": {"port": spec.port, "service": c.HEALTH_LIVENESS_SERVICE},
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 6,
         },
         "resources": dict(spec.resources),
@@ -124,7 +129,10 @@ def build_statefulset(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    volumes.append({"name": TMP_VOLUME, "emptyDir": {}})
+    # Backup verification copies a snapshot into /tmp: a snapshot is at most the data volume, so
+    # that bounds the scratch space. Past it the kubelet evicts this pod alone, instead of the
+    # node's disk filling up and every pod on it being evicted.
+    volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": spec.storage.size}})
     pod_spec: Body = {
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {
@@ -132,6 +140,9 @@ def build_statefulset(
             "runAsUser": NODE_UID,
             "runAsGroup": NODE_UID,
             "fsGroup": NODE_UID,
+            # Chown the volume only when its root is not the group's yet: not the whole LMDB volume
+            # at every pod start (minutes on a large EBS or PD volume).
+            "fsGroupChangePolicy": "OnRootMismatch",
         },
         "containers": [container],
     }

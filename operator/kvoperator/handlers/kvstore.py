@@ -1,8 +1,9 @@
-"""KVStore handlers: a daemon per store runs its reconcile loop; create/update/resume wake it."""
+"""KVStore handlers: every event of a store runs or wakes its reconcile loop; create and update
+also post an Event."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -11,27 +12,28 @@ from kvoperator import constants as c
 from kvoperator.handlers.startup import context, registry
 
 RESOURCE = (c.GROUP, c.VERSION, c.KVSTORE_PLURAL)
+log = logging.getLogger(__name__)
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=30.0)
-async def reconcile(
-    name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+@kopf.on.event(*RESOURCE)
+async def store_event(
+    type: str | None, body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """The store's reconcile loop (reconciler.py), until the store is deleted or the operator stops."""
+    """Any sight of a store starts its reconcile loop (registry.py); its deletion stops it.
+
+    No finalizer: what the operator does when a store goes is only its own bookkeeping (its loop,
+    its running operation, its metrics); the children go by owner-reference garbage collection.
+    So a store is deleted at once even when the operator is gone or may no longer patch it."""
     assert namespace is not None  # KVStores are namespaced
     stores = registry(memo)
-    reconciler = stores.reconciler(namespace, name)
-
-    async def wake_on_stop() -> None:
-        await stopped.wait()
-        reconciler.wake()
-
-    waker = asyncio.get_running_loop().create_task(wake_on_stop())
-    try:
-        await reconciler.run(stopped.is_set)
-    finally:
-        waker.cancel()
-        stores.forget(namespace, name)
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        if await stores.stop(namespace, name) is not None or type == "DELETED":
+            context(memo).metrics.forget_store(namespace, name)
+            log.info("%s/%s: deleted; stopped reconciling (its objects go with it)", namespace, name)
+        return
+    # Only a start: a pass's own status patch is an event too, and waking on it would loop.
+    # Spec changes wake the loop through `updated`.
+    stores.start(namespace, name)
 
 
 @kopf.on.create(*RESOURCE)
@@ -49,26 +51,3 @@ def updated(body: kopf.Body, name: str, namespace: str | None, memo: Any, diff: 
     )
     context(memo).events.normal(body, "SpecChanged", changes[:900] or "spec changed")
     registry(memo).wake(namespace, name)
-
-
-@kopf.on.resume(*RESOURCE)
-def resumed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    assert namespace is not None
-    registry(memo).wake(namespace, name)
-
-
-@kopf.on.delete(*RESOURCE)
-async def deleted(body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """The finalizer: stop the store's work before its objects go (owner references delete them;
-    the StatefulSet's PVC retention policy decides about the volumes)."""
-    assert namespace is not None
-    ctx = context(memo)
-    reconciler = registry(memo).forget(namespace, name)
-    if reconciler is not None:
-        await reconciler.cancel_operation()
-    ctx.metrics.forget_store(namespace, name)
-    ctx.events.normal(
-        body,
-        "Deleting",
-        "stopped reconciling; the StatefulSet, Services, ConfigMap and PDB go with the KVStore",
-    )

@@ -44,7 +44,13 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # The resources are known (the chart installs the CRDs first), so there is nothing to discover
     # at run time: no watching of CRDs or namespaces, and no RBAC for them.
     settings.scanning.disabled = True
+    # No handler needs a finalizer (the reconcile loops are the registry's, not kopf daemons), so
+    # kopf adds none; naming the one older versions added makes kopf remove it from their stores.
     settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+    # Watch only the pods and StatefulSets this operator made: the API server filters (labelSelector
+    # on the list and the watch), so a cluster's other pods never reach the operator.
+    for group, plural in (("v1", "pods"), ("apps", "statefulsets")):
+        settings.watching.label_selectors[group, plural] = f"{c.LABEL_MANAGED_BY}={c.MANAGER}"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=c.GROUP, key="last-handled-configuration"
@@ -80,8 +86,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if not isinstance(ctx, OperatorContext):
         return
     registered = memo.get("stores")
-    for reconciler in registered if isinstance(registered, StoreRegistry) else ():
-        await reconciler.cancel_operation()
+    if isinstance(registered, StoreRegistry):
+        await registered.stop_all()
     ctx.metrics.stop()
     await ctx.kube.close()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from kvnode.core.membership import MemberState
@@ -20,6 +21,7 @@ async def run(p: Pass) -> None:
     if current is not None and not p.report.operation:
         p.report.operation = current.describe()
     status = {**compute_status(observed, p.report, p.ctx.config, p.now), **p.memory.to_status()}
+    _warn_once_if_invalid(p)
     if status_changed(observed.status, status):
         updated = await p.ctx.kube.patch(
             kube.KVSTORES, observed.namespace, observed.name, {"status": status}, subresource="status"
@@ -27,6 +29,18 @@ async def run(p: Pass) -> None:
         p.report.wrote("status")
         _check_kept(p, updated)
     _gauges(p, status)
+
+
+def _warn_once_if_invalid(p: Pass) -> None:
+    """A spec (or a name) the operator cannot build gets one Warning event, when the status does
+    not say so yet: the condition says it for as long as it holds, without an event every pass."""
+    observed = p.observed
+    if observed.spec is not None:
+        return
+    conditions = (observed.status or {}).get("conditions") or []
+    before: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Available"), {})
+    if before.get("reason") != "InvalidSpec" or before.get("message") != observed.spec_error:
+        p.ctx.events.warning(p.store, "InvalidSpec", observed.spec_error)
 
 
 def _check_kept(p: Pass, updated: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvoperator import kube
+from kvoperator import kube, names
 from kvoperator.steps import statefulset
 
 from tests.operator.steps.world import NS, World, backup_of_old_store, hold, membership, statefulset_body
@@ -79,3 +79,20 @@ async def test_the_volume_of_a_backup_to_restore_is_mounted(world: World) -> Non
     volumes = {v["name"]: v for v in sts(world)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["restore"]["persistentVolumeClaim"] == {"claimName": "old-backups", "readOnly": True}
     assert volumes["backups"]["persistentVolumeClaim"] == {"claimName": "backups"}
+
+
+async def test_a_statefulset_made_before_the_component_label_keeps_its_selector(world: World) -> None:
+    """A StatefulSet's selector is immutable: one made by an older operator (name and instance
+    only) is left as it is, while its template (whose pods carry the component label anyway) is
+    brought up to date. New StatefulSets select on the component label too."""
+    world.store(replicas=3)
+    world.pods(3)
+    legacy = statefulset_body(3)
+    legacy["spec"]["selector"] = {"matchLabels": names.legacy_selector_labels("kv")}
+    world.kube.put(kube.STATEFULSETS, legacy)
+    await world.run(statefulset.run)
+    patched = sts(world)
+    assert patched["spec"]["selector"] == {"matchLabels": names.legacy_selector_labels("kv")}
+    assert names.selector_labels("kv").items() <= patched["spec"]["template"]["metadata"]["labels"].items()
+    patches = [call.body for call in world.kube.calls if call.verb == "patch/json"]
+    assert patches and not any(op["path"].startswith("/spec/selector") for ops in patches for op in ops)
