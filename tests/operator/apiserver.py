@@ -227,23 +227,8 @@ class ApiServer(kmock.KubernetesEmulator):
                     if key[1] == namespace and not obj.deleted and key[0] != kmock.resource("v1/namespaces")
                 ]
                 for (resource, _, _), obj in left:
-                    meta = obj.raw.get("metadata", {})
-                    if meta.get("deletionTimestamp"):
-                        continue
-                    if meta.get("finalizers") or resource == kmock.resource("v1/pods"):
-                        obj.patch(
-                            {
-                                "metadata": {
-                                    "deletionTimestamp": _stamp(_now()),
-                                    "resourceVersion": str(next(_versions)),
-                                }
-                            }
-                        )
-                        await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
-                    else:
-                        raw = obj.raw
-                        obj.delete()
-                        await self._buses[resource].put({"type": "DELETED", "object": raw})
+                    if not obj.raw.get("metadata", {}).get("deletionTimestamp"):
+                        await self._remove(resource, obj)
                 if not left:
                     key: Any = (kmock.resource("v1/namespaces"), None, namespace)
                     self.objects[key].delete()
@@ -472,6 +457,21 @@ class ApiServer(kmock.KubernetesEmulator):
                 await self._buses[request.resource].put({"type": "MODIFIED", "object": obj.raw})
             return aiohttp.web.json_response(obj.raw)
 
+    async def _remove(self, resource: Any, obj: Any) -> None:
+        """Delete an object for a controller (the namespace controller, the garbage collector): one
+        with finalizers, and every pod (the kubelet ends it), is only marked with a
+        deletionTimestamp; any other goes at once."""
+        meta = obj.raw.get("metadata", {})
+        if meta.get("finalizers") or resource == kmock.resource("v1/pods"):
+            obj.patch(
+                {"metadata": {"deletionTimestamp": _stamp(_now()), "resourceVersion": str(next(_versions))}}
+            )
+            await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
+        else:
+            raw = obj.raw
+            obj.delete()
+            await self._buses[resource].put({"type": "DELETED", "object": raw})
+
     async def _collect_garbage(self) -> None:
         """Delete (in the background policy's way) every object whose owner is gone."""
         while True:
@@ -492,21 +492,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     ):
                         orphans.append((key, obj))
                 for (resource, _, _), obj in orphans:
-                    meta = obj.raw.get("metadata", {})
-                    if meta.get("finalizers") or resource == kmock.resource("v1/pods"):
-                        obj.patch(
-                            {
-                                "metadata": {
-                                    "deletionTimestamp": _stamp(_now()),
-                                    "resourceVersion": str(next(_versions)),
-                                }
-                            }
-                        )
-                        await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
-                    else:
-                        raw = obj.raw
-                        obj.delete()
-                        await self._buses[resource].put({"type": "DELETED", "object": raw})
+                    await self._remove(resource, obj)
             if not orphans:
                 return
 
