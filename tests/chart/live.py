@@ -219,11 +219,27 @@ def local_operator(settings: dict[str, str], kubeconfig: Path, log: IO[bytes]) -
     )
 
 
-def operator_metrics(
-    root: Path, deployment_env: Sequence[Mapping[str, Any]], launcher: Launcher = local_operator
-) -> tuple[Exported, int]:
-    """Run the operator against kmock with one KVStore; return its metrics and the liveness
-    endpoint's HTTP status."""
+@dataclass(frozen=True)
+class RunningOperator:
+    metrics: str
+    health: str
+    first_page: str
+    """The first metrics page that showed the store reconciled."""
+
+
+@contextmanager
+def running_operator(
+    root: Path,
+    deployment_env: Sequence[Mapping[str, Any]],
+    namespace: str = "dash",
+    store: str = "dash",
+    *,
+    launcher: Launcher = local_operator,
+    stop_within: float = 30.0,
+) -> Iterator[RunningOperator]:
+    """The operator, started as the chart's Deployment starts it, against kmock with one KVStore
+    ``namespace/store``; yields once it has reconciled the store. On exit it is sent SIGTERM, and
+    SIGKILL after ``stop_within`` seconds."""
     from tests.operator.kubectl import Kubectl
 
     root.mkdir(parents=True, exist_ok=True)
@@ -234,15 +250,15 @@ def operator_metrics(
         kubectl.request(
             "POST",
             "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dash"}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         )
         kubectl.request(
             "POST",
-            "/apis/kvstore.dev/v1alpha1/namespaces/dash/kvstores",
+            f"/apis/kvstore.dev/v1alpha1/namespaces/{namespace}/kvstores",
             {
                 "apiVersion": "kvstore.dev/v1alpha1",
                 "kind": "KVStore",
-                "metadata": {"name": "dash", "namespace": "dash"},
+                "metadata": {"name": store, "namespace": namespace},
                 "spec": {"replicas": 3, "replicationFactor": 3},
             },
         )
@@ -250,31 +266,44 @@ def operator_metrics(
         with log_path.open("wb") as log:
             process = launcher(operator_env(deployment_env, metrics, health), kubeconfig, log)
         try:
-            exported = Exported()
+            pages: list[str] = []
 
             def reconciled() -> bool:
                 if process.poll() is not None:
                     raise RuntimeError(f"the operator exited:\n{log_path.read_text()[-3000:]}")
-                page = scrape(metrics)
-                if 'kvstore_operator_reconciles_total{namespace="dash"' not in page:
+                try:
+                    page = scrape(metrics)
+                except OSError:
                     return False
-                exported.add_page(page)
+                if f'kvstore_operator_reconciles_total{{namespace="{namespace}"' not in page:
+                    return False
+                pages.append(page)
                 return True
 
             try:
                 wait_for(reconciled, 90, "the operator to reconcile the KVStore", interval=0.2)
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}\n{log_path.read_text()[-3000:]}") from None
-            with urllib.request.urlopen(f"http://{health}/healthz", timeout=10) as response:
-                status = int(response.status)
-            return exported, status
+            yield RunningOperator(metrics, health, pages[-1])
         finally:
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=stop_within)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def operator_metrics(
+    root: Path, deployment_env: Sequence[Mapping[str, Any]], launcher: Launcher = local_operator
+) -> tuple[Exported, int]:
+    """Run the operator against kmock with one KVStore; return its metrics and the liveness
+    endpoint's HTTP status."""
+    with running_operator(root, deployment_env, launcher=launcher) as operator:
+        exported = Exported()
+        exported.add_page(operator.first_page)
+        with urllib.request.urlopen(f"http://{operator.health}/healthz", timeout=10) as response:
+            return exported, int(response.status)
 
 
 # -- checking an expression against what is exported -----------------------------------------------

@@ -1,9 +1,6 @@
 """A real Prometheus for the tests: Debian's ``prometheus`` binary on a free loopback port, scraping
 static targets every second, with its TSDB in a temporary directory, queried over its HTTP API.
-
-Also the running operator that tests/chart/live.py only runs to completion: the real
-``kvstore-operator`` with the chart's environment against the kmock API server, reconciling one
-KVStore, kept running while Prometheus scrapes it.
+(The operator it scrapes is ``tests.chart.live.running_operator``.)
 """
 
 from __future__ import annotations
@@ -15,14 +12,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kvnode.testing.processes import free_port, wait_for
-from tests.chart import live
 
 BINARY = shutil.which("prometheus")
 
@@ -167,67 +162,3 @@ class Prometheus:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def running_operator(
-    root: Path, deployment_env: Sequence[Mapping[str, Any]], namespace: str, store: str
-) -> Iterator[str]:
-    """The operator, started as the chart's Deployment starts it, against kmock with one KVStore
-    ``namespace/store``; yields its metrics address once it has reconciled the store, and stops it
-    on exit."""
-    from tests.operator.apiserver import ApiServerThread
-    from tests.operator.kubectl import Kubectl
-
-    root.mkdir(parents=True, exist_ok=True)
-    metrics = f"127.0.0.1:{free_port()}"
-    health = f"127.0.0.1:{free_port()}"
-    server = ApiServerThread().start()
-    try:
-        kubeconfig = server.write_kubeconfig(root / "kubeconfig")
-        kubectl = Kubectl(server.url)
-        kubectl.request(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        )
-        kubectl.request(
-            "POST",
-            f"/apis/kvstore.dev/v1alpha1/namespaces/{namespace}/kvstores",
-            {
-                "apiVersion": "kvstore.dev/v1alpha1",
-                "kind": "KVStore",
-                "metadata": {"name": store, "namespace": namespace},
-                "spec": {"replicas": 3, "replicationFactor": 3},
-            },
-        )
-        log_path = root / "operator.log"
-        with log_path.open("wb") as log:
-            process = live.local_operator(live.operator_env(deployment_env, metrics, health), kubeconfig, log)
-        try:
-
-            def reconciled() -> bool:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the operator exited:\n{log_path.read_text()[-3000:]}")
-                try:
-                    page = live.scrape(metrics)
-                except OSError:
-                    return False
-                return f'kvstore_operator_reconciles_total{{namespace="{namespace}"' in page
-
-            try:
-                wait_for(reconciled, 90, "the operator to reconcile the KVStore", interval=0.2)
-            except TimeoutError as exc:
-                raise TimeoutError(f"{exc}\n{log_path.read_text()[-3000:]}") from None
-            yield metrics
-        finally:
-            # Its shutdown is not under test here (kopf may wait out a daemon's cancellation
-            # timeout): a few seconds, then SIGKILL.
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    finally:
-        server.stop()

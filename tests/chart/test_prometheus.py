@@ -33,7 +33,7 @@ from kvnode.client.aio import AsyncKVClient
 from kvnode.testing.processes import ProcessCluster, wait_for
 from tests.chart import live
 from tests.chart.helpers import VALUE_SETS, Rendered, render
-from tests.chart.prometheus_server import BINARY, Prometheus, QueryError, Target, running_operator
+from tests.chart.prometheus_server import BINARY, Prometheus, QueryError, Target
 from tests.chart.test_dashboard import DASHBOARD, queries
 from tests.chart.test_monitoring import rules
 
@@ -115,7 +115,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, default_render: Rendere
         ProcessCluster(
             root / "nodes", 3, partitions=16, metrics=True, extra_args=["--hint-max-bytes", "600"]
         ) as cluster,
-        running_operator(root / "operator", env, NAMESPACE, STORE) as operator_metrics,
+        # Its shutdown is not under test here (kopf may wait out a daemon's cancellation
+        # timeout): a few seconds, then SIGKILL.
+        live.running_operator(root / "operator", env, NAMESPACE, STORE, stop_within=5) as operator,
     ):
         cluster.start()
         asyncio.run(bootstrap(cluster.endpoints))
@@ -145,7 +147,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, default_render: Rendere
         targets.append(
             Target(
                 "kvstore-operator",
-                operator_metrics,
+                operator.metrics,
                 {"namespace": OPERATOR_NAMESPACE, "pod": "kvstore-operator-0"},
                 honor_labels=True,
             )
