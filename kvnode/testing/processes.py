@@ -17,9 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client import Admin
@@ -332,3 +335,15 @@ def is_serving(address: str, timeout: float = 1.0) -> bool:
     """Whether the node at ``address`` reports SERVING; raises a ``KVError`` if it cannot answer."""
     with Admin.connect(timeout=timeout) as admin:
         return admin.health(address)
+
+
+def metric(node: NodeProcess, name: str, **labels: str) -> float:
+    """The sum of a metric's samples on a node started with metrics, over those with ``labels``."""
+    with urllib.request.urlopen(f"http://{node.metrics_address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

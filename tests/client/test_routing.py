@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
-
 from kvnode.client import Attempt, KVClient
 from kvnode.core.membership import Member, Membership
 from kvnode.core.placement import Placement
-from kvnode.testing.processes import NodeProcess, wait_for
+from kvnode.testing.processes import NodeProcess, metric, wait_for
 from tests.conftest import ClusterFactory
 
 
 def client_puts(node: NodeProcess) -> float:
     """How many Put calls clients have sent this node, from its Prometheus metrics."""
-    with urllib.request.urlopen(f"http://{node.metrics_address}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "kvnode_requests_total" and sample.labels.get("method") == "Put"
-    )
+    return metric(node, "kvnode_requests_total", method="Put")
 
 
 def test_single_key_calls_go_to_the_replica(cluster_factory: ClusterFactory) -> None:

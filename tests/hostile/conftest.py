@@ -12,17 +12,16 @@ import asyncio
 import contextlib
 import itertools
 import os
-import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
 from kvnode.client import AsyncKVClient, Level
+from kvnode.testing import processes
 from kvnode.testing.processes import ProcessCluster
 
 PARTITIONS = 64
@@ -125,11 +124,4 @@ def header(
 
 def metric(cluster: ProcessCluster, index: int, name: str, **labels: str) -> float:
     """The sum of a metric's samples on one node, over those with ``labels``."""
-    with urllib.request.urlopen(f"http://{cluster[index].metrics_address}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
+    return processes.metric(cluster[index], name, **labels)
