@@ -26,8 +26,10 @@ from e2e.chaos.history import Op, OpKind, Outcome
 from tests.chaos.builders import op
 from tests.chaos.registers import Shape, linearizable, quiescent, replay
 
-# Each long check must end well within this, or its verdict is "unknown" and the test fails.
-TIME_LIMIT = 30.0
+# Only a guard against a runaway search, far above the 4-9 s a long check takes on a quiet machine:
+# the checker's state cap bounds its work deterministically, and how fast it runs is bench work,
+# not something a test on a busy machine should decide (an "unknown" verdict fails the test).
+TIME_LIMIT = 240.0
 
 
 def brute_force(ops: list[Op]) -> bool:
