@@ -60,6 +60,7 @@ from kvnode.api.v1 import types_pb2
 PUT_VS_SINGLE = 0.5
 GET_VS_SINGLE = 0.7
 PUT_VS_ETCD = 0.5
+CLIENT_VS_ETCD = 2.0
 
 ONE = types_pb2.CONSISTENCY_ONE
 QUORUM = types_pb2.CONSISTENCY_QUORUM
@@ -80,16 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     progress = progress_printer(args.quiet)
     say(header(f"3-node cluster vs single node{' vs etcd' if use_etcd else ''}", args))
 
-    def load(op: str, endpoints: tuple[str, ...], consistency: int = 0) -> Load:
+    def load(
+        op: str,
+        endpoints: tuple[str, ...],
+        consistency: int = 0,
+        *,
+        in_flight: int = 0,
+        coalesce: bool = True,
+    ) -> Load:
         return Load(
             op,
             endpoints,
-            args.in_flight,
+            in_flight or args.in_flight,
             args.duration,
             args.warmup,
             args.value_size,
             args.keys,
             consistency=consistency,
+            coalesce=coalesce,
         )
 
     with work_dir(args.work_dir) as root, ExitStack() as stack:
@@ -108,12 +117,27 @@ def main(argv: list[str] | None = None) -> int:
             Case("Put single", load("put", one), single_pids),
             Case("Put cluster QUORUM", load("put", three, QUORUM), cluster_pids),
             Case("Put cluster LINEARIZABLE", load("put", three, LINEARIZABLE), cluster_pids),
+            Case("Put client QUORUM", load("client_put", three, QUORUM), cluster_pids),
+            Case("Put client LINEARIZABLE", load("client_put", three, LINEARIZABLE), cluster_pids),
+            Case("Put client x1", load("client_put", three, QUORUM, in_flight=1), cluster_pids),
+            Case(
+                "Put client x1 alone",
+                load("client_put", three, QUORUM, in_flight=1, coalesce=False),
+                cluster_pids,
+            ),
         ]
         reads = [
             Case("Get single", load("get", one), single_pids),
             Case("Get cluster ONE", load("get", three, ONE), cluster_pids),
             Case("Get cluster QUORUM", load("get", three, QUORUM), cluster_pids),
             Case("Get cluster LINEARIZABLE", load("get", three, LINEARIZABLE), cluster_pids),
+            Case("Get client QUORUM", load("client_get", three, QUORUM), cluster_pids),
+            Case("Get client x1", load("client_get", three, QUORUM, in_flight=1), cluster_pids),
+            Case(
+                "Get client x1 alone",
+                load("client_get", three, QUORUM, in_flight=1, coalesce=False),
+                cluster_pids,
+            ),
         ]
         if etcd is not None:
             preload_etcd(etcd.endpoints[0], args.keys, args.value_size)
@@ -133,10 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     def r(a: str, b: str) -> Ratio:
         return paired_ratio(s[a], s[b])
 
+    def p50(a: str, b: str) -> Ratio:
+        return paired_ratio(s[a], s[b], lambda x: x.p50)
+
     ratio_rows = [
         ["cluster Put QUORUM / single Put", str(r("Put cluster QUORUM", "Put single"))],
         ["cluster Get QUORUM / single Get", str(r("Get cluster QUORUM", "Get single"))],
         ["cluster Get ONE / single Get", str(r("Get cluster ONE", "Get single"))],
+        ["client Put QUORUM / raw Put QUORUM", str(r("Put client QUORUM", "Put cluster QUORUM"))],
+        ["client Get QUORUM / raw Get QUORUM", str(r("Get client QUORUM", "Get cluster QUORUM"))],
+        ["client Put, 1 in flight: p50 coalescing / not", str(p50("Put client x1", "Put client x1 alone"))],
+        ["client Get, 1 in flight: p50 coalescing / not", str(p50("Get client x1", "Get client x1 alone"))],
     ]
     targets = [
         Target("cluster Put QUORUM / single Put", r("Put cluster QUORUM", "Put single"), PUT_VS_SINGLE),
@@ -163,9 +194,20 @@ def main(argv: list[str] | None = None) -> int:
                 str(r("Get cluster LINEARIZABLE", "etcd Range linearizable")),
             ],
         ]
-        targets.append(
-            Target("cluster Put QUORUM / etcd Put", r("Put cluster QUORUM", "etcd Put"), PUT_VS_ETCD)
-        )
+        ratio_rows += [
+            ["client Put QUORUM / etcd Put", str(r("Put client QUORUM", "etcd Put"))],
+            ["client Get QUORUM / etcd linearizable", str(r("Get client QUORUM", "etcd Range linearizable"))],
+            ["client Put LINEARIZABLE / etcd Put", str(r("Put client LINEARIZABLE", "etcd Put"))],
+        ]
+        targets += [
+            Target("cluster Put QUORUM / etcd Put", r("Put cluster QUORUM", "etcd Put"), PUT_VS_ETCD),
+            Target("client Put QUORUM / etcd Put", r("Put client QUORUM", "etcd Put"), CLIENT_VS_ETCD),
+            Target(
+                "client Get QUORUM / etcd linearizable",
+                r("Get client QUORUM", "etcd Range linearizable"),
+                CLIENT_VS_ETCD,
+            ),
+        ]
 
     say()
     say(table(RESULT_HEADERS, [result_row(x) for x in s.values()], "Absolute figures (medians over rounds):"))
