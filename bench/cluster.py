@@ -19,8 +19,14 @@ reported against both etcd read modes. Like for like: our ONE (one replica, may 
 etcd's serializable read; our LINEARIZABLE read and write (ABD quorum register) match etcd's
 linearizable Range and its Put.
 
+Our client library (issue 14) is a target too: one ``AsyncKVClient`` in the load generator's
+process with 64 logical calls in flight, coalescing them into BatchWrite/BatchGet RPCs, against
+etcd's raw stubs at 64 in flight; and at 1 in flight, with coalescing and without, for its latency.
+BatchWrites of 100 keys, 8 in flight, compare the cluster's keys/s with a single node's.
+
 Targets (ratios within the run): cluster Put >= 0.5x single, cluster Get >= 0.7x single, cluster Put
->= 0.5x etcd Put (the goal is 1x later).
+>= 0.5x etcd Put; client QUORUM Put and Get >= 2x etcd Put and linearizable Range; cluster
+BatchWrite keys/s >= 0.5x single; client p50 at 1 in flight, coalescing / not, <= 1.05x.
 
     python bench/cluster.py              # about 3 minutes
     python bench/cluster.py --smoke      # a few seconds: does it run?
@@ -61,6 +67,9 @@ PUT_VS_SINGLE = 0.5
 GET_VS_SINGLE = 0.7
 PUT_VS_ETCD = 0.5
 CLIENT_VS_ETCD = 2.0
+BATCH_VS_SINGLE = 0.5
+BATCH_IN_FLIGHT = 8
+"""BatchWrites of 100 keys in flight: 800 keys, what 64 coalescing callers per node come to."""
 
 ONE = types_pb2.CONSISTENCY_ONE
 QUORUM = types_pb2.CONSISTENCY_QUORUM
@@ -117,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             Case("Put single", load("put", one), single_pids),
             Case("Put cluster QUORUM", load("put", three, QUORUM), cluster_pids),
             Case("Put cluster LINEARIZABLE", load("put", three, LINEARIZABLE), cluster_pids),
+            Case("BatchWrite single", load("batch_put", one, in_flight=BATCH_IN_FLIGHT), single_pids),
+            Case(
+                "BatchWrite cluster QUORUM",
+                load("batch_put", three, QUORUM, in_flight=BATCH_IN_FLIGHT),
+                cluster_pids,
+            ),
             Case("Put client QUORUM", load("client_put", three, QUORUM), cluster_pids),
             Case("Put client LINEARIZABLE", load("client_put", three, LINEARIZABLE), cluster_pids),
             Case("Put client x1", load("client_put", three, QUORUM, in_flight=1), cluster_pids),
@@ -157,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     def r(a: str, b: str) -> Ratio:
         return paired_ratio(s[a], s[b])
 
+    def keys(a: str, b: str) -> Ratio:
+        return paired_ratio(s[a], s[b], lambda x: x.keys)
+
     def p50(a: str, b: str) -> Ratio:
         return paired_ratio(s[a], s[b], lambda x: x.p50)
 
@@ -164,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         ["cluster Put QUORUM / single Put", str(r("Put cluster QUORUM", "Put single"))],
         ["cluster Get QUORUM / single Get", str(r("Get cluster QUORUM", "Get single"))],
         ["cluster Get ONE / single Get", str(r("Get cluster ONE", "Get single"))],
+        [
+            "cluster BatchWrite / single BatchWrite, keys/s",
+            str(keys("BatchWrite cluster QUORUM", "BatchWrite single")),
+        ],
         ["client Put QUORUM / raw Put QUORUM", str(r("Put client QUORUM", "Put cluster QUORUM"))],
         ["client Get QUORUM / raw Get QUORUM", str(r("Get client QUORUM", "Get cluster QUORUM"))],
         ["client Put, 1 in flight: p50 coalescing / not", str(p50("Put client x1", "Put client x1 alone"))],
@@ -172,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = [
         Target("cluster Put QUORUM / single Put", r("Put cluster QUORUM", "Put single"), PUT_VS_SINGLE),
         Target("cluster Get QUORUM / single Get", r("Get cluster QUORUM", "Get single"), GET_VS_SINGLE),
+        Target(
+            "cluster BatchWrite / single, keys/s",
+            keys("BatchWrite cluster QUORUM", "BatchWrite single"),
+            BATCH_VS_SINGLE,
+        ),
     ]
     if etcd is not None:
         ratio_rows += [
