@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from kvnode.client.coalescer import CoalesceStats, Coalescer, Outcome
+from kvnode.client.coalescer import Coalescer, CoalesceStats, Outcome
 from kvnode.core.errors import DeadlineExceeded, InvalidArgument, KVError, Unavailable
 
 
@@ -22,9 +22,16 @@ class Node:
         if not hold:
             self.release.set()
         self.fail: KVError | None = None
+        self._sent = asyncio.Event()
+
+    async def first_sent(self) -> None:
+        """Wait until the first batch left."""
+        async with asyncio.timeout(5):
+            await self._sent.wait()
 
     async def send(self, items: list[str], seconds: float) -> Sequence[Outcome[str]]:
         self.batches.append(list(items))
+        self._sent.set()
         await self.release.wait()
         if self.fail is not None:
             raise self.fail
@@ -43,12 +50,6 @@ def call(c: Coalescer[str, str], item: str, timeout: float = 5.0) -> asyncio.Tas
     )
 
 
-async def until(condition: object, seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0)
-
-
 async def test_a_call_leaves_at_once_when_nothing_is_in_flight() -> None:
     node = Node(hold=False)
     c = coalescer(node)
@@ -61,7 +62,7 @@ async def test_calls_gather_while_an_rpc_is_in_flight_and_leave_together_when_it
     node = Node()
     c = coalescer(node)
     first = call(c, "a")
-    await until(lambda: node.batches)
+    await node.first_sent()
     rest = [call(c, x) for x in "bcde"]
     await asyncio.sleep(0.01)
     assert node.batches == [["a"]]  # nothing else leaves while "a" is in flight
@@ -74,7 +75,7 @@ async def test_the_item_cap_splits_a_gathering() -> None:
     node = Node()
     c = coalescer(node, max_items=2)
     tasks = [call(c, x) for x in "abcde"]
-    await until(lambda: node.batches)
+    await node.first_sent()
     node.release.set()
     assert await asyncio.gather(*tasks) == list("ABCDE")
     assert node.batches == [["a"], ["b", "c"], ["d", "e"]]
@@ -84,7 +85,7 @@ async def test_the_byte_cap_splits_a_gathering_but_an_oversized_item_still_leave
     node = Node()
     c = coalescer(node, max_bytes=6)
     tasks = [call(c, x) for x in ("a", "bbb", "ccc", "dd", "eeeeeeeeee")]
-    await until(lambda: node.batches)
+    await node.first_sent()
     node.release.set()
     await asyncio.gather(*tasks)
     assert node.batches == [["a"], ["bbb", "ccc"], ["dd"], ["eeeeeeeeee"]]
@@ -94,7 +95,7 @@ async def test_two_writes_of_one_key_never_share_a_batch_and_keep_their_order() 
     node = Node()
     c = coalescer(node)
     tasks = [call(c, x) for x in ("a", "k", "b", "k", "k")]
-    await until(lambda: node.batches)
+    await node.first_sent()
     node.release.set()
     await asyncio.gather(*tasks)
     assert node.batches == [["a"], ["k", "b"], ["k"], ["k"]]
@@ -105,7 +106,7 @@ async def test_each_caller_gets_its_own_result_and_a_bad_item_fails_its_caller_o
     stats = CoalesceStats()
     c = Coalescer(node.send, max_items=100, max_bytes=1000, stats=stats, distinct_keys=False)
     first = call(c, "x")
-    await until(lambda: node.batches)
+    await node.first_sent()
     tasks = [call(c, x) for x in ("a", "bad1", "b")]
     node.release.set()
     results = await asyncio.gather(first, *tasks, return_exceptions=True)
@@ -118,7 +119,7 @@ async def test_a_cancelled_caller_is_never_sent_and_the_others_are_answered() ->
     node = Node()
     c = coalescer(node)
     first = call(c, "a")
-    await until(lambda: node.batches)
+    await node.first_sent()
     gone, kept = call(c, "gone"), call(c, "kept")
     await asyncio.sleep(0)
     gone.cancel()
@@ -133,7 +134,7 @@ async def test_a_caller_whose_deadline_passes_while_gathering_gets_deadline_exce
     node = Node()
     c = coalescer(node)
     first = call(c, "a")
-    await until(lambda: node.batches)
+    await node.first_sent()
     short, long = call(c, "short", timeout=0.05), call(c, "long")
     with pytest.raises(DeadlineExceeded):
         await short
@@ -147,7 +148,7 @@ async def test_a_node_failing_mid_batch_fails_every_caller_in_that_batch_and_the
     c = coalescer(node)
     node.fail = Unavailable("node went away")
     tasks = [call(c, x) for x in "abc"]
-    await until(lambda: node.batches)
+    await node.first_sent()
     node.release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, Unavailable) for r in results)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kvnode.client import AsyncKVClient, Attempt, Entry, InvalidArgument, Unavailable, WriteResult
+from kvnode.client import AsyncKVClient, Attempt, Entry, InvalidArgument, KVClient, Unavailable, WriteResult
 from kvnode.testing.processes import ProcessCluster
 from tests.conftest import ClusterFactory
 
@@ -162,3 +163,16 @@ async def test_deletes_coalesce_and_read_back_as_gone(
         results = await asyncio.gather(*(kv.delete(k, consistency=level) for k in keys))
         assert len({r.version for r in results}) == len(keys)
         assert await kv.batch_get(keys, consistency="QUORUM") == [None] * len(keys)
+
+
+def test_the_blocking_client_coalesces_calls_from_many_threads(
+    shared_cluster3: ProcessCluster, keyspace: str
+) -> None:
+    keys = [f"{keyspace}{i}" for i in range(400)]
+    with KVClient(shared_cluster3.endpoints, timeout=TIMEOUT) as kv, ThreadPoolExecutor(32) as pool:
+        versions = list(pool.map(lambda k: kv.put(k, k[::-1]).version, keys))
+        entries = list(pool.map(kv.get, keys))
+        stats = kv.coalesce_stats
+    assert len(set(versions)) == len(keys)
+    assert [e.value if e else None for e in entries] == [k[::-1].encode() for k in keys]
+    assert stats is not None and stats.calls == 2 * len(keys) and stats.rpcs < stats.calls
