@@ -97,6 +97,8 @@ class Coalescer(Generic[I, R]):
     async def call(self, item: I, *, key: bytes, size: int, timeout: float) -> R:
         """Send ``item`` (of ``size`` bytes) with whatever else gathers, and return its result or
         raise its error; DeadlineExceeded after ``timeout`` seconds."""
+        if not self._busy and not self._waiting:
+            return await self._alone(item, timeout)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(item, key, size, time.monotonic() + timeout, future))
         self._flush()
@@ -104,6 +106,20 @@ class Coalescer(Generic[I, R]):
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer within {timeout:g}s") from None
+
+    async def _alone(self, item: I, timeout: float) -> R:
+        """Nothing in flight: the call leaves at once, from its caller's own task (no task or
+        future of ours on the way, so a lone call costs what it would without coalescing)."""
+        self._busy = True
+        self._stats.record(1)
+        try:
+            (outcome,) = await self._send([item], timeout)
+        finally:
+            self._busy = False
+            self._flush()
+        if isinstance(outcome, KVError):
+            raise outcome
+        return outcome
 
     def _take(self) -> list[_Waiting[I, R]]:
         """The next batch: callers still waiting, in order, within the caps."""

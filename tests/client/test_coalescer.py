@@ -154,3 +154,18 @@ async def test_a_node_failing_mid_batch_fails_every_caller_in_that_batch_and_the
     assert all(isinstance(r, Unavailable) for r in results)
     node.fail = None
     assert await c.call("d", key=b"d", size=1, timeout=5) == "D"
+
+
+async def test_a_lone_call_cancelled_in_flight_frees_the_queue_for_the_gathered_ones() -> None:
+    node = Node()
+    c = coalescer(node)
+    lone = call(c, "a")
+    await node.first_sent()
+    waiting = call(c, "b")
+    await asyncio.sleep(0)
+    lone.cancel()  # its RPC is abandoned, as a unary call's would be
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    node.release.set()
+    assert await waiting == "B"
+    assert node.batches == [["a"], ["b"]]
