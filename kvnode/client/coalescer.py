@@ -89,11 +89,6 @@ class Coalescer(Generic[I, R]):
         self._busy = False
         self._task: asyncio.Task[None] | None = None  # held, or the loop may drop it mid-flight
 
-    @property
-    def idle(self) -> bool:
-        """Nothing waits and nothing is in flight: the client may forget this queue."""
-        return not self._busy and not self._waiting
-
     async def call(self, item: I, *, key: bytes, size: int, timeout: float) -> R:
         """Send ``item`` (of ``size`` bytes) with whatever else gathers, and return its result or
         raise its error; DeadlineExceeded after ``timeout`` seconds."""
