@@ -2,22 +2,23 @@
 
 One :class:`~kvnode.client.coalescer.Coalescer` per node, level and direction. A batch of one is
 sent as the plain unary call, so a client with one call in flight sends exactly what it would
-without coalescing. A batch the node refuses as a whole with InvalidArgument (one bad key, a
-LINEARIZABLE default level, an answer over the byte budget) wrote and read nothing, so each of its
-calls is sent again alone and gets its own answer: a bad item fails its own caller only.
+without coalescing. The node answers a batch all or nothing, so a batch it refuses is split
+(see :meth:`Coalescing._shared`): each call is sent again alone and gets its own answer, and a bad
+item, or a key whose replicas are down, fails its own caller only.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from kvnode.api.v1 import kv_pb2, types_pb2
 from kvnode.client import transport as rpc
 from kvnode.client.coalescer import Coalescer, CoalesceStats, Outcome, Send
 from kvnode.client.transport import Caller
-from kvnode.core.errors import InvalidArgument, KVError
+from kvnode.core.errors import DeadlineExceeded, InvalidArgument, KVError, Unavailable
 
 MAX_ITEMS = 1000
 """The node's default ``--max-batch-items``."""
@@ -91,6 +92,35 @@ class Coalescing:
             )
         return queue
 
+    async def _shared(
+        self,
+        items: list[I],
+        seconds: float,
+        batch: Callable[[list[I], float], Awaitable[Sequence[R]]],
+        alone: Callable[[I, float], Awaitable[Outcome[R]]],
+        *,
+        write: bool,
+    ) -> Sequence[Outcome[R]]:
+        """One batch RPC for ``items``. A batch the node refused as a whole may have failed for
+        some of its calls only, so each is sent again alone within what is left of the time:
+        after InvalidArgument always (the node did nothing), after Unavailable (too few replicas
+        of some keys, say) when the calls may be repeated: reads, and writes if the retry policy
+        retries them."""
+        if len(items) == 1:
+            return [await alone(items[0], seconds)]
+        deadline = time.monotonic() + seconds
+        try:
+            return await batch(items, seconds)
+        except InvalidArgument:
+            pass
+        except Unavailable:
+            if write and not self._caller.policy.retry_writes:
+                raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"no answer within {seconds:.3g}s")
+        return await asyncio.gather(*(alone(item, left) for item in items))
+
     def _write_sender(self, level: int, targets: Targets) -> Send[kv_pb2.Mutation, types_pb2.Version]:
         caller = self._caller
 
@@ -104,16 +134,11 @@ class Coalescing:
             except KVError as exc:
                 return exc
 
-        async def send(items: list[kv_pb2.Mutation], seconds: float) -> Sequence[Outcome[types_pb2.Version]]:
-            if len(items) == 1:
-                return [await alone(items[0], seconds)]
+        async def batch(items: list[kv_pb2.Mutation], seconds: float) -> Sequence[types_pb2.Version]:
             request = kv_pb2.BatchWriteRequest(mutations=items, consistency=level)  # type: ignore[arg-type]
-            try:
-                return (await caller.call(rpc.BATCH_WRITE, request, targets(), timeout=seconds)).versions
-            except InvalidArgument:
-                return await asyncio.gather(*(alone(m, seconds) for m in items))
+            return (await caller.call(rpc.BATCH_WRITE, request, targets(), timeout=seconds)).versions
 
-        return send
+        return lambda items, seconds: self._shared(items, seconds, batch, alone, write=True)
 
     def _read_sender(self, level: int, targets: Targets) -> Send[bytes, types_pb2.KeyValue]:
         caller = self._caller
@@ -125,13 +150,8 @@ class Coalescing:
             except KVError as exc:
                 return exc
 
-        async def send(keys: list[bytes], seconds: float) -> Sequence[Outcome[types_pb2.KeyValue]]:
-            if len(keys) == 1:
-                return [await alone(keys[0], seconds)]
+        async def batch(keys: list[bytes], seconds: float) -> Sequence[types_pb2.KeyValue]:
             request = kv_pb2.BatchGetRequest(keys=keys, consistency=level)  # type: ignore[arg-type]
-            try:
-                return (await caller.call(rpc.BATCH_GET, request, targets(), timeout=seconds)).kvs
-            except InvalidArgument:
-                return await asyncio.gather(*(alone(k, seconds) for k in keys))
+            return (await caller.call(rpc.BATCH_GET, request, targets(), timeout=seconds)).kvs
 
-        return send
+        return lambda keys, seconds: self._shared(keys, seconds, batch, alone, write=False)

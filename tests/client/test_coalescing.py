@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from kvnode.client import AsyncKVClient, Attempt, Entry, InvalidArgument, KVClient, Unavailable, WriteResult
+from kvnode.core.placement import Placement
 from kvnode.testing.processes import ProcessCluster
 from tests.conftest import ClusterFactory
 
@@ -176,3 +177,39 @@ def test_the_blocking_client_coalesces_calls_from_many_threads(
     assert len(set(versions)) == len(keys)
     assert [e.value if e else None for e in entries] == [k[::-1].encode() for k in keys]
     assert stats is not None and stats.calls == 2 * len(keys) and stats.rpcs < stats.calls
+
+
+async def test_keys_whose_replicas_are_down_fail_alone_and_their_batch_mates_succeed(
+    cluster_factory: ClusterFactory, keyspace: str
+) -> None:
+    cluster = cluster_factory(size=4, replication_factor=2)
+    cluster.kill(0)
+    keys = [f"{keyspace}{i}" for i in range(60)]
+    async with AsyncKVClient(cluster.endpoints[1:], route=False, timeout=20) as kv:
+        writes = await asyncio.gather(
+            *(kv.put(k, k, consistency="ALL") for k in keys), return_exceptions=True
+        )
+        reads = await asyncio.gather(*(kv.get(k, consistency="ALL") for k in keys), return_exceptions=True)
+        stats = kv.coalesce_stats
+        assert stats is not None and stats.rpcs < stats.calls, "the calls never shared an RPC"
+        placement = Placement(await kv.admin.membership())
+    # With RF=2 on 4 nodes, about half the keys have the dead node as a replica: ALL fails for
+    # those alone. Without splitting, one such key would have failed its whole batch.
+    dead = cluster.endpoints[0]
+    failed = {k for k, w in zip(keys, writes, strict=True) if isinstance(w, Unavailable)}
+    assert all(isinstance(w, WriteResult | Unavailable) for w in writes), writes
+    assert failed == {
+        k
+        for k in keys
+        if dead
+        in (
+            placement.membership.address_of(i)
+            for i in placement.read_replicas(placement.partition(k.encode()))
+        )
+    }
+    assert 0 < len(failed) < len(keys)
+    for k, r in zip(keys, reads, strict=True):
+        if k in failed:
+            assert isinstance(r, Unavailable)
+        else:
+            assert isinstance(r, Entry) and r.value == k.encode()
