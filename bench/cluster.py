@@ -122,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         preload_kv(one[0], args.keys, args.value_size)
         preload_kv(three[0], args.keys, args.value_size)
         single_pids, cluster_pids = pids(single), pids(cluster)
+
+        def one_at_a_time(name: str, op: str) -> list[Case]:
+            """The client at 1 call in flight, coalescing and not (its latency must not change)."""
+            return [
+                Case(f"{name} client x1", load(op, three, QUORUM, in_flight=1), cluster_pids),
+                Case(
+                    f"{name} client x1 alone",
+                    load(op, three, QUORUM, in_flight=1, coalesce=False),
+                    cluster_pids,
+                ),
+            ]
+
         writes = [
             Case("Put single", load("put", one), single_pids),
             Case("Put cluster QUORUM", load("put", three, QUORUM), cluster_pids),
@@ -134,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             Case("Put client QUORUM", load("client_put", three, QUORUM), cluster_pids),
             Case("Put client LINEARIZABLE", load("client_put", three, LINEARIZABLE), cluster_pids),
-            Case("Put client x1", load("client_put", three, QUORUM, in_flight=1), cluster_pids),
-            Case(
-                "Put client x1 alone",
-                load("client_put", three, QUORUM, in_flight=1, coalesce=False),
-                cluster_pids,
-            ),
+            *one_at_a_time("Put", "client_put"),
         ]
         reads = [
             Case("Get single", load("get", one), single_pids),
@@ -147,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             Case("Get cluster QUORUM", load("get", three, QUORUM), cluster_pids),
             Case("Get cluster LINEARIZABLE", load("get", three, LINEARIZABLE), cluster_pids),
             Case("Get client QUORUM", load("client_get", three, QUORUM), cluster_pids),
-            Case("Get client x1", load("client_get", three, QUORUM, in_flight=1), cluster_pids),
-            Case(
-                "Get client x1 alone",
-                load("client_get", three, QUORUM, in_flight=1, coalesce=False),
-                cluster_pids,
-            ),
+            *one_at_a_time("Get", "client_get"),
         ]
         if etcd is not None:
             preload_etcd(etcd.endpoints[0], args.keys, args.value_size)
@@ -220,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
                 "cluster Get LINEARIZABLE / etcd linearizable",
                 str(r("Get cluster LINEARIZABLE", "etcd Range linearizable")),
             ],
-        ]
-        ratio_rows += [
             ["client Put QUORUM / etcd Put", str(r("Put client QUORUM", "etcd Put"))],
             ["client Get QUORUM / etcd linearizable", str(r("Get client QUORUM", "etcd Range linearizable"))],
             ["client Put LINEARIZABLE / etcd Put", str(r("Put client LINEARIZABLE", "etcd Put"))],

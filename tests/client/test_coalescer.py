@@ -71,34 +71,29 @@ async def test_calls_gather_while_an_rpc_is_in_flight_and_leave_together_when_it
     assert node.batches == [["a"], ["b", "c", "d", "e"]]
 
 
-async def test_the_item_cap_splits_a_gathering() -> None:
+async def batches_of(items: list[str], *, max_items: int = 1000, max_bytes: int = 1 << 20) -> list[list[str]]:
+    """The batches ``items``, called at once, leave in (the first leaves alone and is held until
+    all the others gather); every caller must get its own answer."""
     node = Node()
-    c = coalescer(node, max_items=2)
-    tasks = [call(c, x) for x in "abcde"]
+    c = coalescer(node, max_items=max_items, max_bytes=max_bytes)
+    tasks = [call(c, x) for x in items]
     await node.first_sent()
     node.release.set()
-    assert await asyncio.gather(*tasks) == list("ABCDE")
-    assert node.batches == [["a"], ["b", "c"], ["d", "e"]]
+    assert await asyncio.gather(*tasks) == [x.upper() for x in items]
+    return node.batches
+
+
+async def test_the_item_cap_splits_a_gathering() -> None:
+    assert await batches_of(list("abcde"), max_items=2) == [["a"], ["b", "c"], ["d", "e"]]
 
 
 async def test_the_byte_cap_splits_a_gathering_but_an_oversized_item_still_leaves_alone() -> None:
-    node = Node()
-    c = coalescer(node, max_bytes=6)
-    tasks = [call(c, x) for x in ("a", "bbb", "ccc", "dd", "eeeeeeeeee")]
-    await node.first_sent()
-    node.release.set()
-    await asyncio.gather(*tasks)
-    assert node.batches == [["a"], ["bbb", "ccc"], ["dd"], ["eeeeeeeeee"]]
+    batches = await batches_of(["a", "bbb", "ccc", "dd", "eeeeeeeeee"], max_bytes=6)
+    assert batches == [["a"], ["bbb", "ccc"], ["dd"], ["eeeeeeeeee"]]
 
 
 async def test_two_writes_of_one_key_never_share_a_batch_and_keep_their_order() -> None:
-    node = Node()
-    c = coalescer(node)
-    tasks = [call(c, x) for x in ("a", "k", "b", "k", "k")]
-    await node.first_sent()
-    node.release.set()
-    await asyncio.gather(*tasks)
-    assert node.batches == [["a"], ["k", "b"], ["k"], ["k"]]
+    assert await batches_of(["a", "k", "b", "k", "k"]) == [["a"], ["k", "b"], ["k"], ["k"]]
 
 
 async def test_each_caller_gets_its_own_result_and_a_bad_item_fails_its_caller_only() -> None:
