@@ -100,7 +100,9 @@ class Coalescer(Generic[I, R]):
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise DeadlineExceeded(f"no answer within {timeout:g}s") from None
+            raise DeadlineExceeded(
+                f"no answer within {timeout:g}s (the call waited to share a batch RPC)"
+            ) from None
 
     async def _alone(self, item: I, timeout: float) -> R:
         """Nothing in flight: the call leaves at once, from its caller's own task (no task or
