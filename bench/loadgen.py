@@ -15,8 +15,10 @@ a fixed time and returns ops/s, p50 and p99 as the client saw them:
   server processes (from /proc), so a saturated client or server shows in the tables.
 
 Operations: ``put``, ``get`` and ``batch_put`` (``batch`` puts in one BatchWrite) on the kvnode KV
-service, or on the echo server, which serves the same methods; ``etcd_put``, ``etcd_get``
-(linearizable Range) and ``etcd_get_serializable`` on etcd's KV service.
+service, or on the echo server, which serves the same methods; ``client_put`` and ``client_get``
+through the client library (one ``AsyncKVClient`` per worker process shared by its slots, routing
+and coalescing as users get them; ``Load.coalesce`` switches coalescing); ``etcd_put``,
+``etcd_get`` (linearizable Range) and ``etcd_get_serializable`` on etcd's KV service.
 
 Run it alone against an address, e.g. ``python bench/loadgen.py --op get 127.0.0.1:7000 -c 64``.
 """
@@ -43,10 +45,12 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import grpc
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
+from kvnode.client import AsyncKVClient, Entry, KVError, Level, WriteResult
 
 KV_OPS = ("put", "get", "batch_put")
+CLIENT_OPS = ("client_put", "client_get")
 ETCD_OPS = ("etcd_put", "etcd_get", "etcd_get_serializable")
-OPS = KV_OPS + ETCD_OPS
+OPS = KV_OPS + CLIENT_OPS + ETCD_OPS
 POOL = 512
 CALL_TIMEOUT = 10.0
 START_LEAD = 0.5
@@ -66,6 +70,8 @@ class Load:
     batch: int = 100
     consistency: int = 0
     prefix: bytes = b"bench/"
+    coalesce: bool = True
+    """For the client ops: whether the client library coalesces its calls."""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -139,9 +145,9 @@ def _keys(load: Load, rng: random.Random, n: int) -> list[bytes]:
 def _requests(load: Load, rng: random.Random) -> list[Any]:
     value = bytes(rng.getrandbits(8) for _ in range(load.value_size))
     level = cast("types_pb2.Consistency.ValueType", load.consistency)
-    if load.op == "put":
+    if load.op in ("put", "client_put"):
         return [kv_pb2.PutRequest(key=k, value=value, consistency=level) for k in _keys(load, rng, POOL)]
-    if load.op == "get":
+    if load.op in ("get", "client_get"):
         return [kv_pb2.GetRequest(key=k, consistency=level) for k in _keys(load, rng, POOL)]
     if load.op == "batch_put":
         return [
@@ -175,7 +181,21 @@ def _method(load: Load, channel: grpc.aio.Channel) -> Call:
     return etcd.Put if load.op == "etcd_put" else etcd.Range  # type: ignore[no-any-return]
 
 
+def _client_method(load: Load, kv: AsyncKVClient) -> Call:
+    """The client library's call for a pre-built request (its level is the client's default)."""
+
+    async def put(request: kv_pb2.PutRequest, timeout: float) -> WriteResult:
+        return await kv.put(request.key, request.value, timeout=timeout)
+
+    async def get(request: kv_pb2.GetRequest, timeout: float) -> Entry | None:
+        return await kv.get(request.key, timeout=timeout)
+
+    return put if load.op == "client_put" else get
+
+
 def _found(op: str, response: Any) -> bool:
+    if op == "client_get":
+        return response is not None
     if op == "get":
         return bool(response.kv.found)
     if op in ("etcd_get", "etcd_get_serializable"):
@@ -183,10 +203,34 @@ def _found(op: str, response: Any) -> bool:
     return True
 
 
+def _describe(exc: grpc.aio.AioRpcError | KVError) -> str:
+    if isinstance(exc, KVError):
+        return f"{type(exc).__name__}: {exc.message}"
+    return f"{exc.code().name}: {exc.details()}"
+
+
 class _Worker:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.clients: dict[tuple[tuple[str, ...], int, bool], AsyncKVClient] = {}
+
+    async def _methods(self, load: Load) -> dict[str, Call]:
+        """The call each endpoint's slots make: a raw stub per endpoint, or the one client."""
+        if load.op not in CLIENT_OPS:
+            return {e: _method(load, await self._channel(e)) for e in load.endpoints}
+        where = (load.endpoints, load.consistency, load.coalesce)
+        kv = self.clients.get(where)
+        if kv is None:
+            level = Level(load.consistency) if load.consistency else None
+            kv = self.clients[where] = AsyncKVClient(
+                load.endpoints, timeout=CALL_TIMEOUT, consistency=level, coalesce=load.coalesce
+            )
+            async with asyncio.timeout(10):  # learn the placement before the clock starts
+                while kv.membership is None:
+                    await kv.get(load.prefix + b"warm-up")
+        method = _client_method(load, kv)
+        return dict.fromkeys(load.endpoints, method)
 
     async def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self.channels.get(endpoint)
@@ -198,7 +242,7 @@ class _Worker:
     async def drive(self, load: Load, slots: list[int], start_at: float) -> Result:
         rng = random.Random(hash((load.op, slots[0], start_at)))
         requests = _requests(load, rng)
-        methods = {e: _method(load, await self._channel(e)) for e in load.endpoints}
+        methods = await self._methods(load)
         result = Result(load, seconds=load.duration)
         clock_offset = time.perf_counter() - time.time()
         window_start = start_at + load.warmup + clock_offset
@@ -219,10 +263,10 @@ class _Worker:
                 i += 1
                 try:
                     response = await call(requests[i % n], timeout=CALL_TIMEOUT)
-                except grpc.aio.AioRpcError as exc:
+                except (grpc.aio.AioRpcError, KVError) as exc:
                     if window_start <= perf() < window_end:
                         result.errors += 1
-                        result.first_error = result.first_error or f"{exc.code().name}: {exc.details()}"
+                        result.first_error = result.first_error or _describe(exc)
                     await asyncio.sleep(0.01)
                     continue
                 t1 = perf()
@@ -246,6 +290,8 @@ class _Worker:
 
     def close(self) -> None:
         async def close_all() -> None:
+            for kv in self.clients.values():
+                await kv.close()
             for channel in self.channels.values():
                 await channel.close(grace=None)
 

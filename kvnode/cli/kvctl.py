@@ -194,6 +194,15 @@ def _global_flags() -> list[tuple[str, dict[str, Any]]]:
             },
         ),
         ("--output", {"choices": ("text", "json"), "default": "text", "help": "output format"}),
+        (
+            "--no-coalesce",
+            {
+                "action": "store_true",
+                "default": False,
+                "show": lambda on: "on" if on else "",
+                "help": "send every call alone, not gathered into batch RPCs with concurrent ones",
+            },
+        ),
     ]
 
 

@@ -1,6 +1,8 @@
 """``kvctl bench``: many concurrent tasks on one AsyncKVClient, doing a mix of gets and puts over a
 fixed key set, for a duration or an operation count. Prints throughput and p50/p99 latency for
-reads and writes. Progress goes to stderr so that stdout holds only the result.
+reads and writes, and how the client coalesced them. Progress goes to stderr so that stdout holds
+only the result. The client is the library as users get it, coalescing included;
+``kvctl --no-coalesce bench`` sends every call alone, for comparison.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class Bench:
     reads: OpStats = field(default_factory=OpStats)
     writes: OpStats = field(default_factory=OpStats)
     first_error: str = ""
+    coalesced: dict[str, float] | None = None
+    """Calls, RPCs and calls per RPC of the client's coalescing; None when it was off."""
     started: float = 0.0
     finished: float = 0.0
     issued: int = 0
@@ -163,6 +167,9 @@ async def _run(args: argparse.Namespace, session: Session) -> Bench:
             rng = random.Random()
             await asyncio.gather(*(_worker(kv, bench, keys, value, rng) for _ in range(args.concurrency)))
             bench.finished = time.monotonic()
+            stats = kv.coalesce_stats
+            if stats is not None:
+                bench.coalesced = {"calls": stats.calls, "rpcs": stats.rpcs, "mean_batch": stats.mean_size}
         finally:
             if progress is not None:
                 progress.cancel()
@@ -185,6 +192,7 @@ def report(args: argparse.Namespace, bench: Bench, seconds: float) -> dict[str, 
         "read": reads,
         "write": writes,
         "first_error": bench.first_error,
+        "coalesced": bench.coalesced,
     }
 
 
@@ -205,7 +213,13 @@ def _text(result: dict[str, Any]) -> str:
         f"{result['ops']} ops in {result['seconds']:.1f}s with {result['concurrency']} tasks "
         f"({result['read_ratio']:.0%} reads, {result['value_size']}-byte values, {result['keys']} keys)"
     )
-    return head + "\n" + out.table(("OP", "OPS", "ERRORS", "OPS/S", "P50 MS", "P99 MS"), rows)
+    batches = result["coalesced"]
+    tail = (
+        "\ncoalescing off"
+        if batches is None
+        else f"\n{batches['calls']} calls in {batches['rpcs']} RPCs ({batches['mean_batch']:.1f} per RPC)"
+    )
+    return head + "\n" + out.table(("OP", "OPS", "ERRORS", "OPS/S", "P50 MS", "P99 MS"), rows) + tail
 
 
 def run(args: argparse.Namespace, session: Session) -> bool:

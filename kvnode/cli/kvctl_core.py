@@ -30,7 +30,12 @@ class Session:
         return endpoints
 
     def client_options(self, *, route: bool) -> ClientOptions:
-        return {"timeout": self.args.timeout, "consistency": self.args.consistency, "route": route}
+        return {
+            "timeout": self.args.timeout,
+            "consistency": self.args.consistency,
+            "route": route,
+            "coalesce": not self.args.no_coalesce,
+        }
 
     @property
     def client(self) -> KVClient:

@@ -12,6 +12,7 @@ re-exported here. See docs/client.md.
 
 from kvnode.client.admin import AsyncAdmin, EndpointStatus
 from kvnode.client.aio import AsyncKVClient
+from kvnode.client.coalescer import CoalesceStats
 from kvnode.client.retry import RetryPolicy
 from kvnode.client.sync import Admin, KVClient
 from kvnode.client.types import (
@@ -45,6 +46,7 @@ __all__ = [
     "AsyncKVClient",
     "Attempt",
     "ClientClosed",
+    "CoalesceStats",
     "ConsistencyLike",
     "DataLoss",
     "DeadlineExceeded",

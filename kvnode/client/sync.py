@@ -17,6 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Unpack
 
 from kvnode.client.admin import AsyncAdmin
 from kvnode.client.aio import AsyncKVClient, ClientOptions
+from kvnode.client.coalescer import CoalesceStats
 from kvnode.client.types import ClientClosed
 from kvnode.core.membership import Membership
 
@@ -176,6 +177,10 @@ class KVClient(Bridge[AsyncKVClient]):
     @property
     def membership(self) -> Membership | None:
         return self._target.membership
+
+    @property
+    def coalesce_stats(self) -> CoalesceStats | None:
+        return self._target.coalesce_stats
 
     def close(self) -> None:
         if self._loop.loop.is_running():

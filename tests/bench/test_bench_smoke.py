@@ -51,9 +51,18 @@ def test_cluster_smoke(etcd: bool) -> None:
     if etcd and etcd_binary() is None:
         pytest.skip("etcd is not installed (Debian package etcd-server)")
     out = run_script("cluster.py", "--smoke", "--quiet", *(() if etcd else ("--no-etcd",)))
-    for heading in ("Absolute figures", "Ratios", "Targets:", "Put cluster QUORUM", "Get single"):
+    for heading in (
+        "Absolute figures", "Ratios", "Targets:", "Put cluster QUORUM", "Get single", "Put client QUORUM",
+        "Get client x1 alone", "BatchWrite cluster QUORUM",
+    ):  # fmt: skip
         assert heading in out, out
     assert ("etcd Put" in out) == etcd
+    assert ("client Put QUORUM / etcd Put" in out) == etcd
+
+
+def test_lone_calls_smoke() -> None:
+    out = run_script("lone_calls.py", "--calls", "10")
+    assert "QUORUM put" in out and "QUORUM get" in out and "p50 ratio" in out, out
 
 
 def test_builds_smoke_against_this_same_checkout() -> None:

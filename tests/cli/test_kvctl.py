@@ -120,6 +120,18 @@ def test_bench(endpoints: list[str], keyspace: str) -> None:
     assert report["read"]["ops"] > 0 and report["write"]["ops"] > 0
     assert 0 < report["write"]["p50_ms"] <= report["write"]["p99_ms"]
     assert "100%" in result.stderr.decode()  # the progress bar
+    batches = report["coalesced"]  # 16 tasks on one client: their calls share RPCs
+    assert batches["calls"] == 300 and 0 < batches["rpcs"] < 300
+
+    alone = kvctl(
+        "--no-coalesce", "bench", "--ops", "50", "--key-prefix", keyspace, "-o", "json", endpoints=endpoints
+    )
+    assert alone.returncode == 0 and json.loads(alone.stdout)["coalesced"] is None
+    from_env = kvctl(
+        "bench", "--ops", "50", "--key-prefix", keyspace, "-o", "json",
+        endpoints=endpoints, env={"KVCTL_NO_COALESCE": "1"},
+    )  # fmt: skip
+    assert from_env.returncode == 0 and json.loads(from_env.stdout)["coalesced"] is None
 
     text = kvctl(
         "bench", "--duration", "1s", "--concurrency", "4", "--key-prefix", keyspace, endpoints=endpoints
@@ -127,7 +139,8 @@ def test_bench(endpoints: list[str], keyspace: str) -> None:
     assert text.returncode == 0
     table = text.stdout.decode().splitlines()
     assert table[1].split() == ["OP", "OPS", "ERRORS", "OPS/S", "P50", "MS", "P99", "MS"]
-    assert [line.split()[0] for line in table[2:]] == ["read", "write", "total"]
+    assert [line.split()[0] for line in table[2:5]] == ["read", "write", "total"]
+    assert "RPCs" in table[5]
 
 
 def test_global_flags_after_the_command_and_from_the_environment(endpoints: list[str], keyspace: str) -> None:

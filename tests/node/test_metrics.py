@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import urllib.request
 from collections.abc import Awaitable, Callable
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc
+from kvnode.metrics import LATENCY_BUCKETS, NodeMetrics
 from kvnode.node import Node
 from kvnode.testing.processes import free_port
 
@@ -55,3 +58,43 @@ async def test_metrics_cover_requests_latency_storage_and_commits(make_node: Nod
     assert value(samples, "process_cpu_seconds_total") > 0
     assert value(samples, "kvnode_info", node_id="m1") == 1
     assert not any(name.endswith("_created") for name in samples)
+
+
+def test_request_metrics_read_exactly_as_prometheus_clients_own_counter_and_histogram() -> None:
+    """The request metrics are plain counters turned into families at scrape time; the page must be
+    what prometheus-client's Counter and Histogram would show for the same requests, line for line
+    (dashboards, alerts and recording rules read these names, labels and buckets)."""
+    reference = CollectorRegistry()
+    counter = Counter(
+        "kvnode_requests",
+        "Client requests by RPC, consistency level and status code.",
+        ["method", "consistency", "code"],
+        registry=reference,
+    )
+    histogram = Histogram(
+        "kvnode_request_duration_seconds",
+        "Client request latency by RPC and consistency level.",
+        ["method", "consistency"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    metrics = NodeMetrics("kv-0", "test")
+    rng = random.Random(14)
+    # Bucket bounds exactly, just past them, and past the last one.
+    seconds = [*LATENCY_BUCKETS, *(b * 1.0001 for b in LATENCY_BUCKETS), 0.0, 60.0]
+    for _ in range(3000):
+        method, level = rng.choice(["Put", "Get", "BatchWrite"]), rng.choice(["", "ONE", "QUORUM"])
+        code, took = rng.choice(["OK", "OK", "INVALID_ARGUMENT"]), rng.choice([*seconds, rng.random()])
+        counter.labels(method, level, code).inc()
+        histogram.labels(method, level).observe(took)
+        metrics.observe_request(method, level, code, took)
+
+    def page(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        ours = ("kvnode_requests_total", "kvnode_request_duration_seconds", "# HELP kvnode_request",
+                "# TYPE kvnode_request")  # fmt: skip
+        return sorted(line for line in text.splitlines() if line.startswith(ours))
+
+    ours, theirs = page(metrics.registry), page(reference)
+    assert len(theirs) > 100
+    assert ours == theirs
