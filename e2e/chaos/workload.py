@@ -1,7 +1,10 @@
 """The chaos workload: concurrent client sessions over the raw gRPC stubs, every call recorded.
 
-This is deliberately *not* the high-level client: it never retries and never hides a failure, so one
-RPC is one recorded :class:`~e2e.chaos.history.Op` and the history is honest. It only needs a list
+By default this is deliberately *not* the high-level client: it never retries and never hides a
+failure, so one RPC is one recorded :class:`~e2e.chaos.history.Op` and the history is honest. With
+``via="client"`` the sessions call through one shared :class:`~kvnode.client.AsyncKVClient` the way an
+application does (coalescing on, routing to replicas, failover), so the checker judges what users
+get; one call is still one op, however many RPCs it took or shared. It only needs a list
 of ``host:port`` endpoints, so the local process suite and the kind suite (through
 ``kubectl port-forward``) drive it the same way. Faults are someone else's job.
 
@@ -23,7 +26,7 @@ import bisect
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +34,8 @@ import grpc
 
 from e2e.chaos.history import FAIL, INFO, OK, History, Op, OpKind, Outcome
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
+from kvnode.client import AsyncKVClient
+from kvnode.core.errors import KVError
 
 LEVELS: dict[str, types_pb2.Consistency.ValueType] = {
     "ONE": types_pb2.CONSISTENCY_ONE,
@@ -48,6 +53,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_timeout_ms", 2_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+VIA = ("stubs", "client")
 
 # The request never left the client: nothing can have been applied.
 _NOT_SENT = ("failed to connect to all addresses", "Connection refused", "connect failed")
@@ -113,8 +120,12 @@ class WorkloadConfig:
     # Pause between a session's calls (0: flat out). Bounds the history size for long runs.
     think_time: float = 0.0
     key_prefix: str = ""
+    # "stubs": one raw RPC per call; "client": the client library as applications use it.
+    via: str = "stubs"
 
     def __post_init__(self) -> None:
+        if self.via not in VIA:
+            raise ValueError(f"unknown via {self.via!r}: choose from {VIA}")
         unknown = [lvl for lvl in self.levels if lvl not in LEVELS]
         if unknown or not self.levels:
             raise ValueError(f"unknown consistency levels {unknown}: choose from {sorted(LEVELS)}")
@@ -191,6 +202,13 @@ class Workload:
         stop = stop or asyncio.Event()
         channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in self.endpoints]
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
+        # Writes are sent once, as for the stubs: a write retried after an ambiguous failure is two
+        # applications of one recorded call, which the history cannot describe.
+        client = (
+            AsyncKVClient(self.endpoints, timeout=self.config.rpc_timeout, retry_writes=False)
+            if self.config.via == "client"
+            else None
+        )
         deadline = self.clock.now() + duration
         master = random.Random(self.config.seed)
         sessions = [
@@ -203,15 +221,25 @@ class Workload:
             for i in range(self.config.sessions)
         ]
         try:
-            await asyncio.gather(*(self._session(s, stubs, deadline, stop) for s in sessions))
+            await asyncio.gather(*(self._session(s, stubs, client, deadline, stop) for s in sessions))
         finally:
+            if client is not None:
+                stats = client.coalesce_stats
+                assert stats is not None
+                self.history.meta["coalesced"] = {"calls": stats.calls, "rpcs": stats.rpcs}
+                await client.close()
             await asyncio.gather(*(c.close(grace=None) for c in channels), return_exceptions=True)
         self.history.meta["duration"] = duration
         self.history.meta["key_prefix"] = self.config.key_prefix
         return self.history
 
     async def _session(
-        self, s: _Session, stubs: list[kv_pb2_grpc.KVAsyncStub], deadline: float, stop: asyncio.Event
+        self,
+        s: _Session,
+        stubs: list[kv_pb2_grpc.KVAsyncStub],
+        client: AsyncKVClient | None,
+        deadline: float,
+        stop: asyncio.Event,
     ) -> None:
         cfg = self.config
         while not stop.is_set() and self.clock.now() < deadline and self._next_id < cfg.max_ops:
@@ -228,7 +256,7 @@ class Workload:
             if kind == "write":
                 s.seq += 1
                 value = f"s{s.index}-{s.seq}"
-            ok = await self._call(s, stubs, key, kind, value)
+            ok = await self._call(s, stubs, client, key, kind, value)
             if not ok:
                 self._suspect_until[s.endpoint] = self.clock.now() + cfg.suspect_seconds
                 s.endpoint = self._pick(s.endpoint + 1)
@@ -247,9 +275,14 @@ class Workload:
         return first % n
 
     async def _call(
-        self, s: _Session, stubs: list[kv_pb2_grpc.KVAsyncStub], key: str, kind: OpKind, value: str | None
+        self,
+        s: _Session,
+        stubs: list[kv_pb2_grpc.KVAsyncStub],
+        client: AsyncKVClient | None,
+        key: str,
+        kind: OpKind,
+        value: str | None,
     ) -> bool:
-        stub = stubs[s.endpoint]
         level = LEVELS[s.level]
         op = Op(
             id=self._next_id,
@@ -261,7 +294,7 @@ class Workload:
             invoke=self.clock.now(),
             complete=0.0,
             outcome=INFO,
-            endpoint=self.endpoints[s.endpoint],
+            endpoint=self.endpoints[s.endpoint] if client is None else "client",
         )
         self._next_id += 1
         self.history.ops.append(op)
@@ -269,47 +302,71 @@ class Workload:
         inflight = self._inflight[s.endpoint]
         inflight[op.id] = op.invoke
         try:
-            return await self._send(stub, op, level, timeout)
+            if client is not None:
+                return await self._record(op, _through_client(client, op))
+            return await self._record(op, _through_stub(stubs[s.endpoint], op, level, timeout))
         finally:
             del inflight[op.id]
 
-    async def _send(
-        self, stub: kv_pb2_grpc.KVAsyncStub, op: Op, level: types_pb2.Consistency.ValueType, timeout: float
-    ) -> bool:
-        key, kind, value = op.key, op.kind, op.value
+    async def _record(self, op: Op, call: Awaitable[None]) -> bool:
+        """Await ``call`` (which fills in what the node answered) and record how it ended."""
+        kind = op.kind
         try:
-            if kind == "write":
-                assert value is not None
-                put: kv_pb2.PutResponse = await stub.Put(
-                    kv_pb2.PutRequest(key=key.encode(), value=value.encode(), consistency=level),
-                    timeout=timeout,
-                )
-                op.version = (put.version.hlc, put.version.node_id)
-            elif kind == "delete":
-                deleted: kv_pb2.DeleteResponse = await stub.Delete(
-                    kv_pb2.DeleteRequest(key=key.encode(), consistency=level), timeout=timeout
-                )
-                op.version = (deleted.version.hlc, deleted.version.node_id)
-            else:
-                got: kv_pb2.GetResponse = await stub.Get(
-                    kv_pb2.GetRequest(key=key.encode(), consistency=level), timeout=timeout
-                )
-                if got.kv.found:
-                    op.value = got.kv.value.decode()
-                    op.version = (got.kv.version.hlc, got.kv.version.node_id)
+            await call
         except asyncio.CancelledError:
             op.complete = self.clock.now()
             op.outcome = FAIL if kind == "read" else INFO
             op.error = "cancelled"
             raise
-        except grpc.aio.AioRpcError as exc:
+        except (grpc.aio.AioRpcError, KVError) as exc:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                code, details = exc.code(), exc.details() or ""
+            else:
+                code, details = exc.code, str(exc)
             op.complete = self.clock.now()
-            op.outcome = classify(kind, exc.code(), exc.details() or "")
-            op.error = f"{exc.code().name}: {(exc.details() or '')[:200]}"
+            op.outcome = classify(kind, code, details)
+            op.error = f"{code.name}: {details[:200]}"
             return False
         op.complete = self.clock.now()
         op.outcome = OK
         return True
+
+
+async def _through_stub(
+    stub: kv_pb2_grpc.KVAsyncStub, op: Op, level: types_pb2.Consistency.ValueType, timeout: float
+) -> None:
+    key = op.key.encode()
+    if op.kind == "write":
+        assert op.value is not None
+        request = kv_pb2.PutRequest(key=key, value=op.value.encode(), consistency=level)
+        put: kv_pb2.PutResponse = await stub.Put(request, timeout=timeout)
+        op.version = (put.version.hlc, put.version.node_id)
+    elif op.kind == "delete":
+        deleted: kv_pb2.DeleteResponse = await stub.Delete(
+            kv_pb2.DeleteRequest(key=key, consistency=level), timeout=timeout
+        )
+        op.version = (deleted.version.hlc, deleted.version.node_id)
+    else:
+        got: kv_pb2.GetResponse = await stub.Get(
+            kv_pb2.GetRequest(key=key, consistency=level), timeout=timeout
+        )
+        if got.kv.found:
+            op.value = got.kv.value.decode()
+            op.version = (got.kv.version.hlc, got.kv.version.node_id)
+
+
+async def _through_client(client: AsyncKVClient, op: Op) -> None:
+    if op.kind == "write":
+        assert op.value is not None
+        version = (await client.put(op.key, op.value, consistency=op.level)).version
+    elif op.kind == "delete":
+        version = (await client.delete(op.key, consistency=op.level)).version
+    else:
+        entry = await client.get(op.key, consistency=op.level)
+        if entry is None:
+            return
+        op.value, version = entry.value.decode(), entry.version
+    op.version = (version.hlc, version.node_id)
 
 
 async def read_final(

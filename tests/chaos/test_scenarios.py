@@ -76,6 +76,22 @@ async def test_crash_recovery(make_lab: MakeLab, artifacts: Path) -> None:
     assert_clean(await run(lab, "crash-recovery", cfg, 12, artifacts, faults=faults), linearizable=True)
 
 
+async def test_crash_recovery_through_the_client(make_lab: MakeLab, artifacts: Path) -> None:
+    """The crash scenario with the sessions calling through the client library as applications do:
+    concurrent calls share BatchGet/BatchWrite RPCs, fail over and route to replicas, and still
+    nothing acknowledged is lost and the LINEARIZABLE keys (never coalesced) stay linearizable."""
+    lab = make_lab()
+
+    async def faults(log: FaultLog) -> None:
+        await lab.faults.crash(1, after=2, down_for=3)
+
+    cfg = config(sessions=12, keys=40, levels=("QUORUM", "QUORUM", "LINEARIZABLE"), via="client")
+    result = await run(lab, "crash-recovery-client", cfg, 10, artifacts, faults=faults)
+    assert_clean(result, linearizable=True)
+    coalesced = result.history.meta["coalesced"]
+    assert coalesced["rpcs"] < coalesced["calls"], result.failure(f"no call shared an RPC: {coalesced}")
+
+
 async def test_kill_minority_of_five(make_lab: MakeLab, artifacts: Path) -> None:
     """Five nodes, RF=3: kill -9 two at once (a minority), restart both on their data dirs."""
     lab = make_lab(5)
