@@ -1,0 +1,106 @@
+"""A snapshot as a stream: the store's records, framed and zstd-compressed, for object storage.
+
+An object store cannot map a file the way LMDB needs, and a node must not need a free disk the size
+of its data, so a snapshot sent to a bucket is not an LMDB copy but its records in key order, as
+they are stored (each keeps its CRC32, so every reader checks every record)::
+
+    MAGIC, then per record: len(key) (4, big-endian) │ len(value) (4, big-endian) │ key │ value,
+    then 0xFFFFFFFF │ number of records (4, big-endian)
+
+The whole stream is one zstd frame; the trailer tells a complete stream from one cut short at a
+record's end. Encoding and decoding hold one block of compressed output and
+one record at a time, whatever the size of the store.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from typing import IO, cast
+
+import zstandard
+
+from kvnode.core.errors import InvalidArgument
+
+MAGIC = b"KVSNAP1\n"
+BLOCK = 4 << 20
+"""Bytes of compressed output gathered before they are handed on (one upload write)."""
+LEVEL = 3
+"""zstd's default level: about as fast as the network, a third of the size for typical values."""
+
+_LENGTHS = struct.Struct(">II")
+_END = 0xFFFFFFFF
+"""A key length no key has: the trailer, whose second field is the number of records."""
+
+
+def encode(records: Iterable[tuple[bytes, bytes]]) -> Iterator[bytes]:
+    """The compressed stream of ``(key, stored value)`` pairs, in blocks of about :data:`BLOCK`."""
+    compressor = zstandard.ZstdCompressor(level=LEVEL).compressobj()
+    pending: list[bytes] = [compressor.compress(MAGIC)]
+    size = len(pending[0])
+    count = 0
+    for key, raw in records:
+        count += 1
+        piece = compressor.compress(_LENGTHS.pack(len(key), len(raw)) + key + raw)
+        if piece:
+            pending.append(piece)
+            size += len(piece)
+        if size >= BLOCK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(compressor.compress(_LENGTHS.pack(_END, count)))
+    pending.append(compressor.flush())
+    yield b"".join(pending)
+
+
+class _Chunks:
+    """A file-like ``read`` over an iterator of byte chunks, for zstd's stream reader."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._rest:
+            self._rest = next(self._chunks, b"")
+        size = len(self._rest) if size < 0 else size
+        out, self._rest = self._rest[:size], self._rest[size:]
+        return out
+
+
+def _read(reader: zstandard.ZstdDecompressionReader, size: int) -> bytes:
+    """Exactly ``size`` decompressed bytes; fewer only at the end of the stream."""
+    parts: list[bytes] = []
+    while size > 0:
+        part = reader.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def decode(compressed: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """The ``(key, stored value)`` pairs of a stream made by :func:`encode`, unchecked: the caller
+    decodes each value, which checks its CRC. A stream cut short, or not one of ours, raises
+    InvalidArgument saying so."""
+    source = cast(IO[bytes], _Chunks(compressed))
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20)
+    try:
+        if _read(reader, len(MAGIC)) != MAGIC:
+            raise InvalidArgument("not a kvstore snapshot stream (bad magic)")
+        records = 0
+        while len(lengths := _read(reader, _LENGTHS.size)) == _LENGTHS.size:
+            key_len, value_len = _LENGTHS.unpack(lengths)
+            if key_len == _END:
+                if value_len != records:
+                    raise InvalidArgument(f"snapshot stream ends after {records} records, not {value_len}")
+                return
+            body = _read(reader, key_len + value_len)
+            if len(body) != key_len + value_len:
+                break
+            records += 1
+            yield body[:key_len], body[key_len:]
+    except zstandard.ZstdError as exc:
+        raise InvalidArgument(f"snapshot stream does not decompress: {exc}") from None
+    raise InvalidArgument(f"snapshot stream is truncated after {records} records")
