@@ -25,8 +25,14 @@ from kvnode.core.errors import InvalidArgument
 MAGIC = b"KVSNAP1\n"
 BLOCK = 4 << 20
 """Bytes of compressed output gathered before they are handed on (one upload write)."""
+BATCH = 1 << 20
+"""Bytes of framed records handed to zstd at once (one call per record would cost more than zstd)."""
 LEVEL = 3
-"""zstd's default level: about as fast as the network, a third of the size for typical values."""
+"""zstd's default level."""
+THREADS = 2
+"""zstd's worker threads: compression overlaps reading the store and uploading. Each works on a
+job of :data:`BATCH` bytes (zstd's default job for level 3 is 8 MiB, and it keeps several per
+thread: 80 MB more at the peak, against 15 MB with 1 MiB jobs)."""
 
 _LENGTHS = struct.Struct(">II")
 _END = 0xFFFFFFFF
@@ -34,23 +40,33 @@ _END = 0xFFFFFFFF
 
 
 def encode(records: Iterable[tuple[bytes, bytes]]) -> Iterator[bytes]:
-    """The compressed stream of ``(key, stored value)`` pairs, in blocks of about :data:`BLOCK`."""
-    compressor = zstandard.ZstdCompressor(level=LEVEL).compressobj()
-    pending: list[bytes] = [compressor.compress(MAGIC)]
-    size = len(pending[0])
-    count = 0
+    """The compressed stream of ``(key, stored value)`` pairs, in blocks of about :data:`BLOCK`.
+    Records are framed in batches of about :data:`BATCH` bytes, which zstd compresses on its own
+    threads (outside the GIL) while the upload goes on."""
+    params = zstandard.ZstdCompressionParameters.from_level(LEVEL, threads=THREADS, job_size=BATCH)
+    compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    out: list[bytes] = []
+    out_size = 0
+    batch: list[bytes] = [MAGIC]
+    batch_size = count = 0
     for key, raw in records:
         count += 1
-        piece = compressor.compress(_LENGTHS.pack(len(key), len(raw)) + key + raw)
-        if piece:
-            pending.append(piece)
-            size += len(piece)
-        if size >= BLOCK:
-            yield b"".join(pending)
-            pending, size = [], 0
-    pending.append(compressor.compress(_LENGTHS.pack(_END, count)))
-    pending.append(compressor.flush())
-    yield b"".join(pending)
+        batch.append(_LENGTHS.pack(len(key), len(raw)))
+        batch.append(key)
+        batch.append(raw)
+        batch_size += len(key) + len(raw)
+        if batch_size >= BATCH:
+            piece = compressor.compress(b"".join(batch))
+            batch, batch_size = [], 0
+            out.append(piece)
+            out_size += len(piece)
+            if out_size >= BLOCK:
+                yield b"".join(out)
+                out, out_size = [], 0
+    batch.append(_LENGTHS.pack(_END, count))
+    out.append(compressor.compress(b"".join(batch)))
+    out.append(compressor.flush())
+    yield b"".join(out)
 
 
 class _Chunks:
