@@ -4,7 +4,7 @@ For one store: the time a node takes to back up to an S3 bucket (read its record
 compress them with zstd, upload them as a multipart stream, sign the manifest), against the time
 obstore alone takes to upload the very same snapshot bytes from a local file with the same part
 size and concurrency. The ratio is the cost of our pipeline over the transfer itself (target
-≤ 1.5×). Then the backup's and a restore's throughput in MB/s of live data, and the node's peak
+1.5x at most). Then the backup's and a restore's throughput in MB/s of live data, and the node's peak
 memory during each (anonymous RSS, what a pod's limit and the OOM killer weigh), beside its
 memory before. The bucket is moto's S3 server on loopback (:mod:`kvnode.testing.s3server`), so
 the transfer is a local HTTP server's speed, not a cloud's; the ratio is what carries over.
@@ -48,9 +48,8 @@ def fill(cluster: ProcessCluster, megabytes: int) -> int:
 
     def one(batch: int) -> None:
         with KVClient(cluster.endpoints) as client:
-            client.batch_write(
-                puts={b"k%06d-%04d" % (batch, i): secrets.token_hex(VALUE // 2).encode() for i in range(BATCH)}
-            )
+            values = {b"k%06d-%04d" % (batch, i): secrets.token_hex(VALUE // 2).encode() for i in range(BATCH)}
+            client.batch_write(puts=values)
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, range(batches)))
@@ -107,17 +106,18 @@ def run(args: argparse.Namespace, root: Path) -> None:
         f"snapshot {manifest.size_bytes / MB:.0f} MB compressed; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    def row(case: str, seconds: float, before: int = 0, peak: int = 0) -> list[str]:
+        memory = [f"{before / MB:.0f} MB", f"{peak / MB:.0f} MB", f"{(peak - before) / MB:.0f} MB"]
+        return [case, f"{seconds:.2f}", f"{data / MB / seconds:.1f}", *(memory if peak else ["", "", ""])]
+
     say(
         table(
             ["case", "seconds", "MB/s (live data)", "node RssAnon before", "peak", "growth"],
             [
-                ["backup to the bucket", f"{backup_s:.2f}", f"{data / MB / backup_s:.1f}",
-                 f"{before / MB:.0f} MB", f"{backup_peak / MB:.0f} MB", f"{(backup_peak - before) / MB:.0f} MB"],
-                ["the same bytes, obstore alone", f"{upload_s:.2f}", f"{data / MB / upload_s:.1f}", "", "", ""],
-                ["restore from the bucket", f"{restore_s:.2f}", f"{data / MB / restore_s:.1f}",
-                 f"{restore_before / MB:.0f} MB", f"{restore_peak / MB:.0f} MB",
-                 f"{(restore_peak - restore_before) / MB:.0f} MB"],
-            ],  # fmt: skip
+                row("backup to the bucket", backup_s, before, backup_peak),
+                row("the same bytes, obstore alone", upload_s),
+                row("restore from the bucket", restore_s, restore_before, restore_peak),
+            ],
             title="Absolute figures",
         )
     )
