@@ -48,7 +48,8 @@ def fill(cluster: ProcessCluster, megabytes: int) -> int:
 
     def one(batch: int) -> None:
         with KVClient(cluster.endpoints) as client:
-            values = {b"k%06d-%04d" % (batch, i): secrets.token_hex(VALUE // 2).encode() for i in range(BATCH)}
+            value = secrets.token_hex
+            values = {b"k%06d-%04d" % (batch, i): value(VALUE // 2).encode() for i in range(BATCH)}
             client.batch_write(puts=values)
 
     with ThreadPoolExecutor(4) as pool:
@@ -64,9 +65,12 @@ def library_upload(s3: S3Server, bucket: str, source: Path) -> float:
         client_options={"allow_http": True},
     )  # fmt: skip
     started = time.perf_counter()
-    with source.open("rb") as f, obstore.open_writer(
-        store, "library/snapshot.zst", buffer_size=WRITE_BUFFER, max_concurrency=WRITE_PARTS
-    ) as out:
+    with (
+        source.open("rb") as f,
+        obstore.open_writer(
+            store, "library/snapshot.zst", buffer_size=WRITE_BUFFER, max_concurrency=WRITE_PARTS
+        ) as out,
+    ):
         for block in iter(lambda: f.read(4 << 20), b""):
             out.write(block)
     return time.perf_counter() - started
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
         f"snapshot {manifest.size_bytes / MB:.0f} MB compressed; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+
     def row(case: str, seconds: float, before: int = 0, peak: int = 0) -> list[str]:
         memory = [f"{before / MB:.0f} MB", f"{peak / MB:.0f} MB", f"{(peak - before) / MB:.0f} MB"]
         return [case, f"{seconds:.2f}", f"{data / MB / seconds:.1f}", *(memory if peak else ["", "", ""])]
