@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ def test_backup_of_three_nodes_restores_into_a_cluster_of_another_size(
     url = s3.bucket("three-nodes") + "/nightly"
     source = bucket_cluster(cluster_factory, s3, hmac_key_file, size=3)
     live = fill(source.endpoints, 300)
-    made = kvctl("backup", "--dir", url, "b1", "-o", "json", endpoints=source.endpoints)
+    made = kvctl("backup", "--dir", url, "b1", "-o", "json", "--progress", endpoints=source.endpoints)
     assert made.returncode == 0, made.stderr.decode()
+    assert re.search(rb"kvctl: kv-2: 270 keys, [0-9.]+ MB in [0-9.]+ s \([0-9.]+ MB/s\)", made.stderr)
     report = json.loads(made.stdout)
     assert report["ok"] and sorted(n["node_id"] for n in report["nodes"]) == ["kv-0", "kv-1", "kv-2"]
     assert {n["keys"] for n in report["nodes"]} == {270}  # every node holds every key at RF 3
@@ -135,6 +137,8 @@ def test_a_node_killed_mid_upload_leaves_a_backup_reported_incomplete_and_deleta
     cluster.env.pop("KVNODE_FAILPOINTS")
     cluster.start(cluster[0].node_id)
     admin = cluster.admin
+    listed = kvctl("backup", "list", "--dir", url, endpoints=cluster.endpoints)
+    assert listed.stdout == b"b1\t0 nodes\t0 keys\tINCOMPLETE: kv-0\n"
     (summary,) = admin.list_backups(url).backups
     assert (summary.backup_id, list(summary.node_ids)) == ("b1", [])
     assert list(summary.incomplete_node_ids) == ["kv-0"]
