@@ -67,6 +67,10 @@ class OperatorMetrics:
             f"{NS}_backup_duration_seconds", "Time a backup took, snapshots and verification.",
             STORE, buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.backup_bytes = Counter(
+            f"{NS}_backup_bytes", "Snapshot bytes of verified backups, by target (volume, bucket).",
+            [*STORE, "target"], registry=r,
+        )  # fmt: skip
         self.backups_pruned = Counter(
             f"{NS}_backups_pruned", "Backups deleted by retention.", STORE, registry=r
         )
