@@ -21,6 +21,7 @@ def kvstore(
     schedule: str | None = None,
     keep: int | None = None,
     restore_from: dict[str, Any] | None = None,
+    object_store: dict[str, Any] | None = None,
     image: str | None = None,
     storage_size: str = "1Gi",
 ) -> dict[str, Any]:
@@ -34,8 +35,10 @@ def kvstore(
     }
     if image:
         spec["image"] = image
-    if backup_claim:
-        backup: dict[str, Any] = {"volume": {"claimName": backup_claim}}
+    if backup_claim or object_store:
+        backup: dict[str, Any] = (
+            {"objectStore": object_store} if object_store else {"volume": {"claimName": backup_claim}}
+        )
         if backup_path:
             backup["path"] = backup_path
         if schedule:

@@ -81,7 +81,7 @@ def build_statefulset(
     store = owner["metadata"]["name"]
     mounts: list[Body] = [{"name": c.DATA_VOLUME, "mountPath": config.data_path}]
     volumes: list[Body] = []
-    if spec.backup is not None:
+    if spec.backup is not None and spec.backup.claim_name:
         volumes.append(
             {"name": c.BACKUP_VOLUME, "persistentVolumeClaim": {"claimName": spec.backup.claim_name}}
         )
