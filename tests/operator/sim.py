@@ -7,8 +7,9 @@ it starts a REAL ``kvnode`` process for each pod, from the pod template's own co
 listening on the pod's IP: a distinct loopback address such as 127.0.7.11. Seed peers' DNS names
 resolve to those IPs (cluster DNS). The pod's Ready condition follows the node's gRPC health, as a
 readiness probe would; a deleted pod's process gets SIGTERM and the deletion is confirmed -- unless
-the pod's node is NotReady, which leaves the pod stuck Terminating. Volumes from ``volumeClaimTemplates`` are folders
-that outlive pods, like PVCs; Secret volumes are folders holding the Secret's items.
+the pod's node is NotReady, which leaves the pod stuck Terminating. Volumes from
+``volumeClaimTemplates`` are folders that outlive pods, like PVCs; Secret volumes are folders
+holding the Secret's items.
 
 Everything runs in one background thread, so the operator's gRPC calls reach real nodes and the
 test's assertions check real data.
