@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 API_VERSION = "kvstore.dev/v1alpha1"
@@ -62,4 +63,15 @@ def kvbackup(name: str, namespace: str, store: str) -> dict[str, Any]:
         "kind": "KVBackup",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"storeName": store},
+    }
+
+
+def secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    """A Secret holding ``data`` (encoded as the API wants it)."""
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": encoded,
     }

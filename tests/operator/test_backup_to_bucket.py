@@ -6,11 +6,9 @@ the bucket by URL."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kvoperator import kube
@@ -29,7 +27,7 @@ from tests.operator.helpers import (
     wait_status,
 )
 from tests.operator.kubectl import Kubectl
-from tests.operator.manifests import kvbackup, kvstore
+from tests.operator.manifests import kvbackup, kvstore, secret
 from tests.operator.sim import SECRETS, ClusterSim
 from tests.operator.test_backup_restore import scheduled, wait_backup
 
@@ -44,16 +42,6 @@ def s3(tmp_path: Path) -> Iterator[S3Server]:
         yield server
 
 
-def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "data": encoded,
-    }
-
-
 def bucket_objects(s3: S3Server, prefix: str) -> list[str]:
     listed = s3.s3().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
     return sorted(o["Key"] for o in listed)
@@ -64,8 +52,8 @@ def test_scheduled_and_on_demand_backups_to_a_bucket_and_a_restore_from_it(
 ) -> None:
     """``s3`` first: it stops after the operator and the nodes."""
     credentials = {key: s3.env[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    kubectl.create(SECRETS, NAMESPACE, secret("s3-credentials", credentials))
-    kubectl.create(SECRETS, NAMESPACE, secret("backup-key", {"hmac-key": secrets.token_hex(32)}))
+    kubectl.create(SECRETS, NAMESPACE, secret("s3-credentials", NAMESPACE, credentials))
+    kubectl.create(SECRETS, NAMESPACE, secret("backup-key", NAMESPACE, {"hmac-key": secrets.token_hex(32)}))
     target = {
         "bucket": BUCKET,
         "endpoint": s3.endpoint,
