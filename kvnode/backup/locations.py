@@ -68,13 +68,14 @@ class FolderBackups:
         return snapshots.merged_records([Path(m.path) for m in manifests])
 
 
-def backups_at(location: str, hmac_key: bytes | None) -> Backups:
+def backups_at(location: str, hmac_key: bytes | None, encryption_key: bytes | None = None) -> Backups:
     """The backups at a folder path or an ``s3://`` (``gs://``, ``az://``) URL. A bucket needs the
-    store's HMAC key, which signs and checks its manifests."""
+    store's HMAC key, which signs and checks its manifests; with an encryption key, its snapshots
+    are encrypted too."""
     if not is_url(location):
         return FolderBackups(location)
     if hmac_key is None:
         raise FailedPrecondition(
             f"backups to {location} need the store's HMAC key: start the node with --backup-hmac-key-file"
         )
-    return BucketBackups(location, hmac_key)
+    return BucketBackups(location, hmac_key, encryption_key)

@@ -60,7 +60,8 @@ class LiveKeys:
 
 class BackupService:
     """A node's backups: its own snapshots, and restores through the cluster's write path.
-    ``hmac_key`` signs and checks the manifests of backups in buckets (None: no bucket backups)."""
+    ``hmac_key`` signs and checks the manifests of backups in buckets (None: no bucket backups);
+    ``encryption_key`` encrypts their snapshots (None: not encrypted)."""
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class BackupService:
         writer: RecordWriter,
         metrics: NodeMetrics,
         hmac_key: bytes | None = None,
+        encryption_key: bytes | None = None,
     ) -> None:
         self._node_id = node_id
         self._storage = storage
@@ -79,11 +81,12 @@ class BackupService:
         self._writer = writer
         self._metrics = metrics
         self._hmac_key = hmac_key
+        self._encryption_key = encryption_key
         self.last_backup_unix = storage.get_meta(Meta.LAST_BACKUP) or 0
         metrics.last_backup.set(self.last_backup_unix)
 
     def _at(self, location: str) -> Backups:
-        return backups_at(location, self._hmac_key)
+        return backups_at(location, self._hmac_key, self._encryption_key)
 
     async def take(self, directory: str, backup_id: str) -> Manifest:
         """This node's snapshot and manifest under ``directory/backup_id/<node>`` (a new id when

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kvnode.backup.encryption import MAGIC
 from kvnode.client import KVClient
 from kvnode.core.errors import FailedPrecondition, InvalidArgument, KVError, NotFound
 from kvnode.testing.processes import ProcessCluster, wait_for
@@ -194,3 +195,31 @@ def test_a_wrong_setup_gets_a_precise_error(
     with pytest.raises(FailedPrecondition, match="--backup-hmac-key-file"):
         keyless.admin.backup(keyless[0].address, url, "b1")
     assert objects(s3, "setup") == {}
+
+
+def test_an_encrypted_backup_restores_only_where_the_key_is(
+    cluster_factory: ClusterFactory, s3: S3Server, hmac_key_file: Path, tmp_path: Path
+) -> None:
+    url = s3.bucket("encrypted")
+    key_file = tmp_path / "backup-encryption.key"
+    key_file.write_text(os.urandom(32).hex())
+    encrypting = ["--backup-encryption-key-file", str(key_file)]
+    keyed = bucket_cluster(cluster_factory, s3, hmac_key_file, extra_args=encrypting)
+    live = fill(keyed.endpoints, 100)
+    keyed.admin.backup(keyed[0].address, url, "b1")
+    stored = s3.s3().get_object(Bucket="encrypted", Key="b1/kv-0/snapshot.zst")["Body"].read()
+    assert stored.startswith(MAGIC) and b"value-1" not in stored
+    assert keyed.admin.verify_backup(url, "b1").ok
+
+    keyless = bucket_cluster(cluster_factory, s3, hmac_key_file)
+    verdict = keyless.admin.verify_backup(url, "b1")
+    assert list(verdict.problems) == [
+        "kv-0: snapshot.zst: the snapshot is encrypted and this node has no --backup-encryption-key-file"
+    ]
+    with pytest.raises(FailedPrecondition, match="no --backup-encryption-key-file"):
+        keyless.admin.restore(url, "b1")
+
+    target = bucket_cluster(cluster_factory, s3, hmac_key_file, extra_args=encrypting)
+    assert target.admin.restore(url, "b1").keys == len(live)
+    with KVClient(target.endpoints) as client:
+        assert {e.key: e.version for e in client.scan(prefix=b"bk")} == live

@@ -9,6 +9,8 @@ import zstandard
 
 from kvnode.backup import recordstream
 from kvnode.backup.buckets import Census
+from kvnode.backup.encryption import MAGIC, plain, seal
+from kvnode.backup.encryption import load_key as load_encryption_key
 from kvnode.backup.signing import BadSignature, load_key, open_signed, sign
 from kvnode.core.errors import InvalidArgument, StartupError
 from kvnode.storage.schema import encode_value
@@ -87,3 +89,33 @@ def test_the_key_file_must_exist_and_hold_enough_bytes(tmp_path: Path) -> None:
         load_key(str(tmp_path / "short"))
     (tmp_path / "good").write_text(" " + "k" * 32 + "\n")
     assert load_key(str(tmp_path / "good")) == KEY
+
+
+def test_sealed_blocks_open_only_whole_in_order_and_with_their_key() -> None:
+    key = bytes(range(32))
+    blocks = [b"block %d " % i * 1000 for i in range(4)]
+    data = b"".join(seal(blocks, key))
+    assert data.startswith(MAGIC) and blocks[0] not in data
+    assert list(plain([data[:5], data[5:]], key)) == blocks
+    assert b"".join(plain(blocks, key)) == b"".join(blocks)  # not sealed: passed on as it is
+    frames = 4 + 8016  # length and sealed block (1000 * 8 bytes and the tag)
+    cases = {
+        "another key": (data, bytes(32), "block 0 does not open"),
+        "a changed byte": (data[:40] + bytes([data[40] ^ 1]) + data[41:], key, "block 0 does not open"),
+        "the last block dropped": (data[: len(data) - frames - 8], key, "does not open|truncated"),
+        "cut inside a block": (data[:-10], key, "truncated after 3 blocks"),
+    }
+    for what, (damaged, with_key, message) in cases.items():
+        with pytest.raises(InvalidArgument, match=message):
+            list(plain([damaged], with_key))
+        print("refused:", what)
+    with pytest.raises(InvalidArgument, match="no --backup-encryption-key-file"):
+        list(plain([data], None))
+
+
+def test_the_encryption_key_is_64_hex_digits(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("ab" * 32 + "\n")
+    assert load_encryption_key(str(tmp_path / "key")) == b"\xab" * 32
+    (tmp_path / "short").write_text("ab" * 16)
+    with pytest.raises(StartupError, match="must be 64 hex digits"):
+        load_encryption_key(str(tmp_path / "short"))
