@@ -55,6 +55,7 @@ class ObjectStoreSpec:
     region: str = ""
     credentials_secret: str = ""
     service_account_name: str = ""
+    encryption_key_secret: str = ""  # a Secret whose ``encryption-key`` (64 hex digits) encrypts snapshots
 
     def url(self, store_name: str) -> str:
         return f"s3://{self.bucket}/{(self.prefix or store_name).strip('/')}"
@@ -238,6 +239,9 @@ def _parse_object_store(data: Any) -> ObjectStoreSpec | None:
         region=_str(data, "region", "", p),
         credentials_secret=_str(_map(data, "credentialsSecret", p), "name", "", f"{p}.credentialsSecret"),
         service_account_name=_str(data, "serviceAccountName", "", p),
+        encryption_key_secret=_str(
+            _map(data, "encryptionKeySecret", p), "name", "", f"{p}.encryptionKeySecret"
+        ),
     )
 
 
