@@ -54,24 +54,31 @@ def scheduled(kubectl: Kubectl) -> list[dict[str, Any]]:
     ]
 
 
+def start_scheduled(kubectl: Kubectl, port: int, **backup: Any) -> None:
+    """Store "src", backed up every 2 s keeping 2 (``backup``: where to), Available."""
+    body = kvstore(
+        "src", NAMESPACE, port=port, metrics_port=free_port(), schedule="@every 2s", keep=2, **backup
+    )
+    kubectl.create(kube.KVSTORES, NAMESPACE, body)
+    wait_status(kubectl, "src", lambda s: is_available(s, 3), "Available with 3 members")
+
+
+def pruned_then_suspended(kubectl: Kubectl) -> list[str]:
+    """Wait for retention to prune a scheduled backup, suspend the schedule, check that the
+    scheduled backups left are verified (2 kept, perhaps one more since); the pruned ids."""
+    wait_for(lambda: "BackupPruned" in reasons(kubectl), 90, "retention to prune a scheduled backup")
+    kubectl.patch(kube.KVSTORES, NAMESPACE, "src", {"spec": {"backup": {"suspend": True}}})
+    succeeded = [b for b in scheduled(kubectl) if (b.get("status") or {}).get("phase") == "Succeeded"]
+    assert 2 <= len(succeeded) <= 3
+    assert all(b["status"]["verified"] for b in succeeded)
+    return [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
+
+
 def test_scheduled_and_on_demand_backups_are_verified_and_pruned(
     kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread, tmp_path: Path
 ) -> None:
     port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "src",
-            NAMESPACE,
-            port=port,
-            metrics_port=free_port(),
-            backup_claim="backups",
-            schedule="@every 2s",
-            keep=2,
-        ),
-    )
-    wait_status(kubectl, "src", lambda s: is_available(s, 3), "Available with 3 members")
+    start_scheduled(kubectl, port, backup_claim="backups")
     acked = put_keys(sim.address("src", 0, port), KEYS)
 
     # On demand.
@@ -90,13 +97,8 @@ def test_scheduled_and_on_demand_backups_are_verified_and_pruned(
     wait_event(kubectl, "BackupSucceeded", kind="KVBackup", name="manual")
 
     # On the schedule, with retention keeping 2.
-    wait_for(lambda: "BackupPruned" in reasons(kubectl), 60, "retention to prune a scheduled backup")
-    kubectl.patch(kube.KVSTORES, NAMESPACE, "src", {"spec": {"backup": {"suspend": True}}})
-    succeeded = [b for b in scheduled(kubectl) if (b.get("status") or {}).get("phase") == "Succeeded"]
-    assert 2 <= len(succeeded) <= 3
-    assert all(b["status"]["verified"] for b in succeeded)
+    pruned = pruned_then_suspended(kubectl)
     on_disk = {p.name for p in (Path(operator.config.backup_path) / "src").iterdir()}
-    pruned = [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
     assert pruned and not set(pruned) & on_disk  # the pruned data is gone from the volume
     assert "manual" in on_disk  # on-demand backups are not pruned
     last = store(kubectl, "src")["status"]["lastBackup"]

@@ -17,19 +17,17 @@ from kvnode.testing.processes import free_port, wait_for
 from kvnode.testing.s3server import S3Server
 from tests.operator.conftest import NAMESPACE, OperatorThread
 from tests.operator.helpers import (
-    events,
     is_available,
     metric,
     missing_keys,
     put_keys,
-    reasons,
     wait_event,
     wait_status,
 )
 from tests.operator.kubectl import Kubectl
 from tests.operator.manifests import kvbackup, kvstore, secret
 from tests.operator.sim import SECRETS, ClusterSim
-from tests.operator.test_backup_restore import scheduled, wait_backup
+from tests.operator.test_backup_restore import pruned_then_suspended, start_scheduled, wait_backup
 
 KEYS = [b"bucket-%03d" % i for i in range(200)]
 BUCKET = "operator-backups"
@@ -62,20 +60,7 @@ def test_scheduled_and_on_demand_backups_to_a_bucket_and_a_restore_from_it(
         "hmacKeySecret": {"name": "backup-key"},
     }
     port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "src",
-            NAMESPACE,
-            port=port,
-            metrics_port=free_port(),
-            object_store=target,
-            schedule="@every 2s",
-            keep=2,
-        ),
-    )
-    wait_status(kubectl, "src", lambda s: is_available(s, 3), "Available with 3 members")
+    start_scheduled(kubectl, port, object_store=target)
     sts = kubectl.get(kube.STATEFULSETS, NAMESPACE, "src")
     assert sts is not None
     pod = sts["spec"]["template"]["spec"]
@@ -91,12 +76,8 @@ def test_scheduled_and_on_demand_backups_to_a_bucket_and_a_restore_from_it(
     ]
     wait_event(kubectl, "BackupSucceeded", kind="KVBackup", name="manual")
 
-    wait_for(lambda: "BackupPruned" in reasons(kubectl), 90, "retention to prune a scheduled backup")
-    kubectl.patch(kube.KVSTORES, NAMESPACE, "src", {"spec": {"backup": {"suspend": True}}})
-    succeeded = [b for b in scheduled(kubectl) if (b.get("status") or {}).get("phase") == "Succeeded"]
-    assert succeeded and all(b["status"]["verified"] for b in succeeded)
+    pruned = pruned_then_suspended(kubectl)
     in_bucket = {key.split("/")[1] for key in bucket_objects(s3, "src/")}
-    pruned = [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
     assert pruned and not set(pruned) & in_bucket  # the pruned backups' objects are gone
     assert "manual" in in_bucket
     listen = operator.config.metrics_listen
