@@ -145,7 +145,9 @@ class BackupService:
         replayed = 0
         loop = asyncio.get_running_loop()
         reader = ThreadPoolExecutor(1, thread_name_prefix="restore")
-        with reader, backups.records(manifests) as records:
+        # The reader stops (finishing a read under way, if the call was cancelled) before the
+        # snapshots close: a stream is never closed while its thread reads it.
+        with backups.records(manifests) as records, reader:
             chunks = chunked(live.watch(records), RESTORE_CHUNK)
             while chunk := await loop.run_in_executor(reader, next, chunks, None):
                 await self._writer.replicate_records(chunk, level)

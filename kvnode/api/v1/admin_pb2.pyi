@@ -571,8 +571,9 @@ class BackupSummary(_message.Message):
 
     @_builtins.property
     def incomplete_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Nodes that started a snapshot and never finished it (killed mid-upload), or whose manifest
-        fails its signature. Such a backup fails verification; delete it to remove their objects.
+        """In a bucket: nodes that started a snapshot and never finished it (killed mid-upload), or whose
+        manifest fails its signature. Such a backup fails verification; delete it to remove their
+        objects. Always empty for a folder, whose half-written snapshots stay in hidden staging folders.
         """
 
     def __init__(
