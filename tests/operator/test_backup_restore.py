@@ -74,6 +74,24 @@ def pruned_then_suspended(kubectl: Kubectl) -> list[str]:
     return [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
 
 
+def restored(kubectl: Kubectl, replicas: int, **spec: Any) -> tuple[int, dict[str, Any]]:
+    """Store "src" deleted, then a new store "dst" of ``replicas`` nodes that restores the backup
+    ``spec`` names: its port, and its ``status.restore`` once restored and Available."""
+    kubectl.delete(kube.KVSTORES, NAMESPACE, "src")
+    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 60, "the source's pods to go")
+    port = free_port()
+    body = kvstore("dst", NAMESPACE, replicas=replicas, port=port, metrics_port=free_port(), **spec)
+    kubectl.create(kube.KVSTORES, NAMESPACE, body)
+    status = wait_status(
+        kubectl,
+        "dst",
+        lambda s: is_available(s, replicas) and (s.get("restore") or {}).get("phase") == "Succeeded",
+        f"restored and Available with {replicas} members",
+        timeout=90,
+    )
+    return port, dict(status["status"]["restore"])
+
+
 def test_scheduled_and_on_demand_backups_are_verified_and_pruned(
     kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread, tmp_path: Path
 ) -> None:
@@ -128,30 +146,7 @@ def test_a_backup_restores_into_a_new_store_of_another_size(
     assert wait_backup(kubectl, "snap")["verified"] is True
 
     # The source goes away (its backup stays on the volume); a store of 4 restores it.
-    kubectl.delete(kube.KVSTORES, NAMESPACE, "src")
-    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 60, "the source's pods to go")
-    dst_port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "dst",
-            NAMESPACE,
-            replicas=4,
-            port=dst_port,
-            metrics_port=free_port(),
-            backup_claim="backups",
-            restore_from={"backupName": "snap"},
-        ),
-    )
-    body = wait_status(
-        kubectl,
-        "dst",
-        lambda s: is_available(s, 4) and (s.get("restore") or {}).get("phase") == "Succeeded",
-        "restored and Available with 4 members",
-        timeout=90,
-    )
-    restore = body["status"]["restore"]
+    dst_port, restore = restored(kubectl, 4, backup_claim="backups", restore_from={"backupName": "snap"})
     assert restore["backupId"] == "snap" and restore["keys"] == len(KEYS) - len(DELETED)
     wait_event(kubectl, "RestoreStarted", name="dst")
     wait_event(kubectl, "Restored", name="dst")

@@ -13,21 +13,19 @@ from pathlib import Path
 import pytest
 from kvoperator import kube
 
-from kvnode.testing.processes import free_port, wait_for
+from kvnode.testing.processes import free_port
 from kvnode.testing.s3server import S3Server
 from tests.operator.conftest import NAMESPACE, OperatorThread
 from tests.operator.helpers import (
-    is_available,
     metric,
     missing_keys,
     put_keys,
     wait_event,
-    wait_status,
 )
 from tests.operator.kubectl import Kubectl
-from tests.operator.manifests import kvbackup, kvstore, secret
+from tests.operator.manifests import kvbackup, secret
 from tests.operator.sim import SECRETS, ClusterSim
-from tests.operator.test_backup_restore import pruned_then_suspended, start_scheduled, wait_backup
+from tests.operator.test_backup_restore import pruned_then_suspended, restored, start_scheduled, wait_backup
 
 KEYS = [b"bucket-%03d" % i for i in range(200)]
 BUCKET = "operator-backups"
@@ -83,29 +81,12 @@ def test_scheduled_and_on_demand_backups_to_a_bucket_and_a_restore_from_it(
     listen = operator.config.metrics_listen
     assert metric(listen, "kvstore_operator_backup_bytes_total", store="src", target="bucket") > 0
 
-    kubectl.delete(kube.KVSTORES, NAMESPACE, "src")
-    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 60, "the source's pods to go")
-    dst_port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "dst",
-            NAMESPACE,
-            replicas=2,
-            replication_factor=2,
-            port=dst_port,
-            metrics_port=free_port(),
-            object_store=target,
-            restore_from={"backupId": "manual", "url": f"s3://{BUCKET}/src"},
-        ),
-    )
-    body = wait_status(
+    dst_port, restore = restored(
         kubectl,
-        "dst",
-        lambda s: is_available(s, 2) and (s.get("restore") or {}).get("phase") == "Succeeded",
-        "restored from the bucket and Available with 2 members",
-        timeout=90,
+        2,
+        replication_factor=2,
+        object_store=target,
+        restore_from={"backupId": "manual", "url": f"s3://{BUCKET}/src"},
     )
-    assert body["status"]["restore"]["keys"] == len(KEYS)
+    assert restore["keys"] == len(KEYS)
     assert missing_keys(sim.address("dst", 1, dst_port), acked) == []
