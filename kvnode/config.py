@@ -219,6 +219,18 @@ class NodeConfig:
         help="how far another node's clock, or a record's version, may be ahead of this node's clock; "
         "anything further is refused",
     )
+    backup_hmac_key_file: str = setting(
+        "",
+        parse=str,
+        help="file holding the store's key (16+ random bytes) that signs and checks the manifests "
+        "of backups in buckets (s3://...); needed for those, not for folders",
+    )
+    backup_encryption_key_file: str = setting(
+        "",
+        parse=str,
+        help="file holding a 256-bit key (64 hex digits) that encrypts bucket backups with AES-GCM "
+        "(client-side, besides the bucket's own encryption); needed to restore them",
+    )
     clock_offset_ms: int = setting(0, parse=int, help="skew this node's clock (for fault-injection tests)")
 
     def __post_init__(self) -> None:

@@ -9,6 +9,8 @@ Failpoints (each is documented where it is used):
 - ``ack-before-replication=DURATION``: a deliberately broken build for the chaos suite. The
   coordinator acknowledges a write at once and replicates it DURATION later, so a node killed in
   between loses acknowledged writes (``kvnode.cluster.coordinator``).
+- ``backup-upload-delay=DURATION``: a backup to a bucket pauses DURATION after each block it
+  uploads, so that a test can kill the node in the middle of an upload (``kvnode.backup.buckets``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from kvnode.core.units import parse_duration
 
 ENV = "KVNODE_FAILPOINTS"
-KNOWN = frozenset({"ack-before-replication"})
+KNOWN = frozenset({"ack-before-replication", "backup-upload-delay"})
 
 log = logging.getLogger(__name__)
 

@@ -291,6 +291,19 @@ class NodeMetrics:
         self.backups = Counter(
             "kvnode_backups", "Backups taken by this node, by result.", ["result"], registry=r
         )
+        self.backup_bytes = Counter(
+            "kvnode_backup_bytes",
+            "Snapshot bytes this node wrote to backups (compressed, for a bucket), by target.",
+            ["target"],
+            registry=r,
+        )
+        self.backup_seconds = Histogram(
+            "kvnode_backup_duration_seconds",
+            "Time this node took to take and store a snapshot, by target.",
+            ["target"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            registry=r,
+        )
         self.corrupt_records = Counter(
             "kvnode_corrupt_records",
             "Stored records found failing their checksum (never served), by what found them.",

@@ -23,7 +23,9 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from kvnode import __version__
+from kvnode.backup.encryption import load_key as load_encryption_key
 from kvnode.backup.service import BackupService
+from kvnode.backup.signing import load_key
 from kvnode.cluster.antientropy import AntiEntropy
 from kvnode.cluster.batching import InFlight
 from kvnode.cluster.checks import RecordCheck
@@ -179,7 +181,14 @@ class Node:
             cfg.node_id, self.roster, self.topology, self.metrics, self.anti_entropy.horizon
         )
         self.backups = BackupService(
-            cfg.node_id, storage, self.committer, self.topology, self.coordinator, self.metrics
+            cfg.node_id,
+            storage,
+            self.committer,
+            self.topology,
+            self.coordinator,
+            self.metrics,
+            load_key(cfg.backup_hmac_key_file) if cfg.backup_hmac_key_file else None,
+            load_encryption_key(cfg.backup_encryption_key_file) if cfg.backup_encryption_key_file else None,
         )
         maintenance = Maintenance(self.committer, self.clock, self.anti_entropy.horizon, self.metrics)
         self.scrubber = Scrubber(

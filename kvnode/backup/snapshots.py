@@ -137,8 +137,16 @@ def merged_records(folders: list[Path]) -> Iterator[Iterator[Record]]:
     records of one key come in the order of ``folders`` (``heapq.merge`` is stable). Every snapshot
     is closed on the way out, also when the stream was not read to its end.
     """
+    with merged([snapshot_records(f) for f in folders]) as records:
+        yield records
+
+
+@contextlib.contextmanager
+def merged(streams: list[Generator[Record, None, None]]) -> Iterator[Iterator[Record]]:
+    """Key-ordered record streams as one (see :func:`merged_records`), each closed on the way out."""
     with contextlib.ExitStack() as stack:
-        streams = [stack.enter_context(contextlib.closing(snapshot_records(f))) for f in folders]
+        for stream in streams:
+            stack.enter_context(contextlib.closing(stream))
         yield heapq.merge(*streams, key=attrgetter("key"))
 
 

@@ -9,6 +9,7 @@ import sys
 
 from kvnode.cli import kvctl_output as out
 from kvnode.cli.kvctl_core import EXIT_FAILED, EXIT_OK, Session, command
+from kvnode.cli.progress import Progress, live_wanted, rate
 from kvnode.client.reconfig import Reconfigurer, describe
 from kvnode.core.membership import Member, Membership
 from kvnode.core.names import new_backup_id
@@ -72,7 +73,19 @@ def _backup_args(parser: argparse.ArgumentParser) -> None:
         "words", nargs="*", metavar="[ACTION] [ID]",
         help="create (the default) [ID], list, verify ID or delete ID; ID defaults to a timestamp",
     )  # fmt: skip
-    parser.add_argument("--dir", required=True, help="backup directory, as the nodes see it")
+    _location_args(parser)
+
+
+def _location_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        required=True,
+        help="backup directory as the nodes see it, or a bucket URL: s3://BUCKET/PREFIX (the nodes "
+        "need --backup-hmac-key-file and AWS_* credentials)",
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help="draw a live progress line on stderr, even off a terminal"
+    )
 
 
 def _backup_action(words: list[str]) -> tuple[str, str]:
@@ -84,7 +97,9 @@ def _backup_action(words: list[str]) -> tuple[str, str]:
 
 
 @command(
-    "backup", "take, list, verify or delete cluster backups (snapshots on the nodes' disks)", _backup_args
+    "backup",
+    "take, list, verify or delete cluster backups (snapshots in a folder the nodes mount, or a bucket)",
+    _backup_args,
 )
 def backup(args: argparse.Namespace, session: Session) -> int:
     admin = session.client.admin
@@ -98,13 +113,16 @@ def backup(args: argparse.Namespace, session: Session) -> int:
                     "nodes": list(b.node_ids),
                     "created_unix": b.created_unix,
                     "keys": b.keys,
+                    "incomplete_nodes": list(b.incomplete_node_ids),
                 }
                 for b in backups
             ]
             out.emit_json({"backups": rows})
         else:
             for b in backups:
-                out.emit_line(f"{b.backup_id}\t{len(b.node_ids)} nodes\t{b.keys} keys")
+                unfinished = ", ".join(b.incomplete_node_ids)
+                incomplete = f"\tINCOMPLETE: {unfinished}" if unfinished else ""
+                out.emit_line(f"{b.backup_id}\t{len(b.node_ids)} nodes\t{b.keys} keys{incomplete}")
         return EXIT_OK
     if action in ("verify", "delete") and not backup_id:
         raise ValueError(f"backup {action} needs a backup id")
@@ -113,12 +131,15 @@ def backup(args: argparse.Namespace, session: Session) -> int:
         out.emit_line("deleted" if deleted else "no such backup")
         return EXIT_OK
     backup_id = backup_id or new_backup_id()
+    live = live_wanted(args.progress)
     if action == "create":
         membership = admin.membership()
         for m in membership.members:
-            manifest = admin.backup(m.address, args.dir, backup_id)
-            _progress(f"{m.id}: {manifest.keys} keys, {manifest.size_bytes} bytes")
-    verdict = admin.verify_backup(args.dir, backup_id)
+            with Progress(f"{m.id}: backing up to {args.dir}", live) as progress:
+                manifest = admin.backup(m.address, args.dir, backup_id)
+            _progress(f"{m.id}: {manifest.keys} keys, {rate(manifest.size_bytes, progress.seconds)}")
+    with Progress(f"verifying {backup_id}", live):
+        verdict = admin.verify_backup(args.dir, backup_id)
     if session.json:
         out.emit_json(
             {
@@ -140,12 +161,14 @@ def backup(args: argparse.Namespace, session: Session) -> int:
 
 def _restore_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("backup_id", help="the backup to replay")
-    parser.add_argument("--dir", required=True, help="backup directory, as the nodes see it")
+    _location_args(parser)
 
 
 @command("restore", "replay a backup into the cluster, keeping the original versions", _restore_args)
 def restore(args: argparse.Namespace, session: Session) -> int:
-    result = session.client.admin.restore(args.dir, args.backup_id, consistency=session.args.consistency)
+    with Progress(f"restoring {args.backup_id} from {args.dir}", live_wanted(args.progress)) as progress:
+        result = session.client.admin.restore(args.dir, args.backup_id, consistency=session.args.consistency)
+    _progress(f"{result.records} records in {progress.seconds:.1f} s")
     if session.json:
         out.emit_json({"backup_id": args.backup_id, "records": result.records, "keys": result.keys})
     else:

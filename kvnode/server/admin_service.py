@@ -53,7 +53,7 @@ class BackupControl(Protocol):
         self, directory: str, backup_id: str, node_id: str = ""
     ) -> tuple[list[Manifest], list[str]]: ...
 
-    async def list(self, directory: str) -> list[list[Manifest]]: ...
+    async def list(self, directory: str) -> list[tuple[str, list[Manifest], list[str]]]: ...
 
     async def delete(self, directory: str, backup_id: str) -> bool: ...
 
@@ -182,12 +182,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListBackupsResponse(
             backups=[
                 admin_pb2.BackupSummary(
-                    backup_id=ms[0].backup_id,
+                    backup_id=backup_id,
                     node_ids=[m.node_id for m in ms],
-                    created_unix=min(m.created_unix for m in ms),
-                    keys=max(m.keys for m in ms),
+                    created_unix=min((m.created_unix for m in ms), default=0),
+                    keys=max((m.keys for m in ms), default=0),
+                    incomplete_node_ids=incomplete,
                 )
-                for ms in backups
+                for backup_id, ms, incomplete in backups
             ]
         )
 

@@ -19,7 +19,7 @@ from kvnode.core.errors import KVError
 from kvnode.core.names import check_backup_id
 from kvoperator import kube
 from kvoperator.context import OperatorContext
-from kvoperator.folders import backup_directory
+from kvoperator.folders import backup_location
 from kvoperator.observation import Observed, observe
 from kvoperator.plan import member_ordinals
 from kvoperator.spec import SpecError, StoreSpec, parse_backup_spec, parse_store_spec
@@ -49,7 +49,10 @@ class Target:
 
     @property
     def relative(self) -> str:
-        """The store's folder in its backup volume."""
+        """The store's folder in its backup volume, or its bucket's URL."""
+        backup = self.store_spec.backup
+        if backup is not None and backup.object_store is not None:
+            return backup.object_store.url(self.store_name)
         return self.store_spec.backup_dir(self.store_name)
 
 
@@ -62,7 +65,7 @@ async def run_backup(ctx: OperatorContext, body: Mapping[str, Any]) -> dict[str,
     target = await _target(ctx, body)
     members = _serving_members(await _observe(ctx, target), ctx)
     backup_id = _backup_id(status, target.name)
-    directory = backup_directory(ctx.config, target.relative)
+    directory = backup_location(ctx.config, target.store_spec, target.store_name)
     started = time.monotonic()
     base = {
         "backupId": backup_id,
@@ -118,7 +121,7 @@ async def _target(ctx: OperatorContext, body: Mapping[str, Any]) -> Target:
     except SpecError as exc:
         raise BackupFailed(f"KVStore {store_name} has an invalid spec: {exc}") from None
     if store_spec.backup is None:
-        raise BackupFailed(f"KVStore {store_name} has no spec.backup (no backup volume)")
+        raise BackupFailed(f"KVStore {store_name} has no spec.backup (no backup volume nor bucket)")
     return Target(
         meta["namespace"], meta["name"], store, store_name, store_spec, store_spec.backup.claim_name
     )
@@ -238,7 +241,11 @@ async def _succeeded(
 ) -> None:
     """Mark the KVBackup good and record it as the store's last backup."""
     count = len(final["nodes"])
+    size = sum(n["sizeBytes"] for n in final["nodes"])
     final.update(phase="Succeeded", message=f"{count} snapshots taken and verified")
+    backup = target.store_spec.backup
+    kind = "bucket" if backup is not None and backup.object_store is not None else "volume"
+    ctx.metrics.backup_bytes.labels(target.namespace, target.store_name, kind).inc(size)
     await _patch(ctx, target, final)
     ctx.metrics.backups.labels(target.namespace, target.store_name, "succeeded").inc()
     ctx.metrics.last_backup.labels(target.namespace, target.store_name).set(time.time())
@@ -256,7 +263,11 @@ async def _succeeded(
         {"status": {"lastBackup": last}},
         subresource="status",
     )
-    ctx.events.normal(body, "BackupSucceeded", f"{count} snapshots verified in {duration:.1f}s")
+    ctx.events.normal(
+        body,
+        "BackupSucceeded",
+        f"{count} snapshots ({size} bytes) to {target.relative} verified in {duration:.1f}s",
+    )
     ctx.events.normal(
         target.store, "BackupSucceeded", f"backup {final['backupId']}: {count} snapshots verified"
     )

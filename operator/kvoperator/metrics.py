@@ -67,6 +67,14 @@ class OperatorMetrics:
             f"{NS}_backup_duration_seconds", "Time a backup took, snapshots and verification.",
             STORE, buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.backup_bytes = Counter(
+            f"{NS}_backup_bytes", "Snapshot bytes of verified backups, by target (volume, bucket).",
+            [*STORE, "target"], registry=r,
+        )  # fmt: skip
+        self.backup_interval = Gauge(
+            f"{NS}_backup_interval_seconds", "Seconds between two runs of the backup schedule (unset: none).",
+            STORE, registry=r,
+        )  # fmt: skip
         self.backups_pruned = Counter(
             f"{NS}_backups_pruned", "Backups deleted by retention.", STORE, registry=r
         )
@@ -107,7 +115,7 @@ class OperatorMetrics:
 
     def forget_store(self, namespace: str, store: str) -> None:
         """Drop a deleted store's gauges."""
-        for gauge in (self.ready_replicas, self.membership_epoch, self.last_backup):
+        for gauge in (self.ready_replicas, self.membership_epoch, self.last_backup, self.backup_interval):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, store)
         for gauge, values in ((self.members, ("active", "joining", "leaving")),

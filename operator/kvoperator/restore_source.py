@@ -15,7 +15,8 @@ from kvoperator.spec import RestoreSpec
 
 @dataclass(frozen=True)
 class RestoreSource:
-    """A backup to restore: its id, the claim of its volume, and its folder inside that volume."""
+    """A backup to restore: its id, the claim of its volume, and its folder inside that volume; or
+    no claim and the URL of its bucket as the path."""
 
     backup_id: str
     claim_name: str
@@ -26,6 +27,8 @@ def resolve(restore: RestoreSpec, kvbackup: Mapping[str, Any] | None) -> tuple[R
     """The backup ``restore`` names, or None and why not. ``kvbackup`` is the KVBackup that
     ``restore.backup_name`` names (None when it does not exist or none is named)."""
     if restore.backup_id:
+        if restore.url:
+            return RestoreSource(restore.backup_id, "", restore.url.rstrip("/")), ""
         return RestoreSource(restore.backup_id, restore.claim_name, restore.path.strip("/")), ""
     if kvbackup is None:
         return None, f"KVBackup {restore.backup_name} does not exist"

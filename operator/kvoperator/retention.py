@@ -16,7 +16,7 @@ from kvnode.core.errors import KVError
 from kvoperator import constants as c
 from kvoperator import kube
 from kvoperator.context import OperatorContext
-from kvoperator.folders import backup_directory
+from kvoperator.folders import backup_directory, backup_location
 from kvoperator.observation import Observed
 from kvoperator.spec import BackupSpec
 from kvoperator.timestamps import parse_time
@@ -62,7 +62,8 @@ async def prune(ctx: OperatorContext, observed: Observed, backup: BackupSpec, ad
     ]
     if not doomed:
         return []
-    directory = backup_directory(ctx.config, observed.spec.backup_dir(store) if observed.spec else store)
+    spec = observed.spec
+    directory = backup_location(ctx.config, spec, store) if spec else backup_directory(ctx.config, store)
     present = {s.backup_id: s for s in await ctx.admin.list_backups(address, directory)}
     deleted: list[str] = []
     for b in doomed:

@@ -44,8 +44,27 @@ class PDBSpec:
 
 
 @dataclass(frozen=True)
+class ObjectStoreSpec:
+    """A bucket for backups. The nodes read credentials as the AWS SDKs do: from the Secret's
+    ``AWS_*`` keys, or from the pods' service account (workload identity: IRSA and the like)."""
+
+    bucket: str
+    hmac_key_secret: str  # a Secret whose key ``hmac-key`` signs the manifests
+    prefix: str = ""  # empty: the store's name
+    endpoint: str = ""  # empty: AWS S3 itself
+    region: str = ""
+    credentials_secret: str = ""
+    service_account_name: str = ""
+    encryption_key_secret: str = ""  # a Secret whose ``encryption-key`` (64 hex digits) encrypts snapshots
+
+    def url(self, store_name: str) -> str:
+        return f"s3://{self.bucket}/{(self.prefix or store_name).strip('/')}"
+
+
+@dataclass(frozen=True)
 class BackupSpec:
-    claim_name: str
+    claim_name: str = ""  # the volume's; empty with an object store
+    object_store: ObjectStoreSpec | None = None
     schedule: str = ""
     keep: int = 7
     path: str = ""  # folder inside the volume; empty: the store's name
@@ -58,6 +77,7 @@ class RestoreSpec:
     backup_id: str = ""
     claim_name: str = ""
     path: str = ""
+    url: str = ""  # a bucket's backups, s3://BUCKET/PREFIX (read with spec.backup.objectStore's access)
 
 
 @dataclass(frozen=True)
@@ -176,18 +196,52 @@ def _parse_backup(data: Any) -> BackupSpec | None:
         raise SpecError(f"{p} must be an object")
     volume = _map(data, "volume", p)
     claim = _str(volume, "claimName", "", f"{p}.volume")
-    if not claim:
-        raise SpecError(f"{p}.volume.claimName is required")
+    object_store = _parse_object_store(data.get("objectStore"))
+    if bool(claim) == (object_store is not None):
+        raise SpecError(f"{p} needs exactly one of volume.claimName or objectStore")
     retention = _map(data, "retention", p)
     path = _str(data, "path", "", p)
     if path and not _PATH.match(path.strip("/")):
         raise SpecError(f"{p}.path must be a relative folder like 'stores/demo', not {path!r}")
     return BackupSpec(
         claim_name=claim,
+        object_store=object_store,
         schedule=_str(data, "schedule", "", p).strip(),
         keep=_int(retention, "keep", 7, f"{p}.retention", 1, 10000),
         path=path,
         suspend=_bool(data, "suspend", False, p),
+    )
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def _parse_object_store(data: Any) -> ObjectStoreSpec | None:
+    if not data:
+        return None
+    p = "spec.backup.objectStore"
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{p} must be an object")
+    bucket = _str(data, "bucket", "", p)
+    if not _BUCKET.match(bucket):
+        raise SpecError(f"{p}.bucket must be an S3 bucket name, not {bucket!r}")
+    prefix = _str(data, "prefix", "", p)
+    if prefix and not _PATH.match(prefix.strip("/")):
+        raise SpecError(f"{p}.prefix must be a relative path like 'stores/demo', not {prefix!r}")
+    hmac_secret = _str(_map(data, "hmacKeySecret", p), "name", "", f"{p}.hmacKeySecret")
+    if not hmac_secret:
+        raise SpecError(f"{p}.hmacKeySecret.name is required (the Secret whose hmac-key signs manifests)")
+    return ObjectStoreSpec(
+        bucket=bucket,
+        hmac_key_secret=hmac_secret,
+        prefix=prefix,
+        endpoint=_str(data, "endpoint", "", p),
+        region=_str(data, "region", "", p),
+        credentials_secret=_str(_map(data, "credentialsSecret", p), "name", "", f"{p}.credentialsSecret"),
+        service_account_name=_str(data, "serviceAccountName", "", p),
+        encryption_key_secret=_str(
+            _map(data, "encryptionKeySecret", p), "name", "", f"{p}.encryptionKeySecret"
+        ),
     )
 
 
@@ -202,11 +256,16 @@ def _parse_restore(data: Any) -> RestoreSpec | None:
         backup_id=_str(data, "backupId", "", p),
         claim_name=_str(data, "claimName", "", p),
         path=_str(data, "path", "", p),
+        url=_str(data, "url", "", p),
     )
     if bool(restore.backup_name) == bool(restore.backup_id):
         raise SpecError(f"{p} needs exactly one of backupName or backupId")
-    if restore.backup_id and not (restore.claim_name and restore.path):
-        raise SpecError(f"{p}.backupId needs claimName and path (the backup's volume and folder)")
+    if restore.url and not restore.url.startswith("s3://"):
+        raise SpecError(f"{p}.url must be a bucket URL like s3://bucket/prefix, not {restore.url!r}")
+    if restore.backup_id and not (restore.claim_name and restore.path) and not restore.url:
+        raise SpecError(
+            f"{p}.backupId needs claimName and path (the backup's volume and folder), or url (its bucket)"
+        )
     return restore
 
 

@@ -97,3 +97,15 @@ def test_memory_smoke() -> None:
         assert heading in out, out
     assert "failed:" not in out and "DIED" not in out, out
     assert "probes past the chart's 1Gi limit on this build: 0" in out, out
+
+
+def test_objectstore_smoke() -> None:
+    out = run_script("objectstore.py", "--smoke")
+    for heading in (
+        "Absolute figures",
+        "Ratios",
+        "backup to the bucket",
+        "obstore alone",
+        "restore from the bucket",
+    ):
+        assert heading in out, out

@@ -108,6 +108,27 @@ CASES: dict[str, tuple[Body, Body | None, str | None]] = {
     ),
     "restore names none": (store(restoreFrom={"claimName": "c"}), None, "exactly one"),
     "restore id without a claim": (store(restoreFrom={"backupId": "i"}), None, "needs claimName and path"),
+    "restore id from a bucket": (store(restoreFrom={"backupId": "i", "url": "s3://bkt/demo"}), None, None),
+    "backups to a volume and a bucket": (
+        store(
+            backup={
+                "volume": {"claimName": "c"},
+                "objectStore": {"bucket": "bkt", "hmacKeySecret": {"name": "k"}},
+            }
+        ),
+        None,
+        "exactly one of volume or objectStore",
+    ),
+    "backups to nowhere": (
+        store(backup={"schedule": "@daily"}),
+        None,
+        "exactly one of volume or objectStore",
+    ),
+    "backups to a bucket": (
+        store(backup={"objectStore": {"bucket": "bkt", "hmacKeySecret": {"name": "k"}}}),
+        None,
+        None,
+    ),
     "restore id with claim and path": (
         store(restoreFrom={"backupId": "i", "claimName": "c", "path": "p"}),
         None,

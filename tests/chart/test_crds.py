@@ -76,7 +76,15 @@ BAD_STORES = {
     "bad storage size": (kvstore(storage={"size": "10 GB"}), "does not match"),
     "bad anti-affinity mode": (kvstore(podAntiAffinity={"mode": "Always"}), "is not one of"),
     "zero PDB": (kvstore(podDisruptionBudget={"maxUnavailable": 0}), "minimum"),
-    "backup without a volume": (kvstore(backup={"schedule": "@daily"}), "'volume' is a required property"),
+    # a backup with neither a volume nor a bucket is refused by a CEL rule (test_cel.py)
+    "bucket without a key": (
+        kvstore(backup={"objectStore": {"bucket": "bkt"}}),
+        "'hmacKeySecret' is a required",
+    ),
+    "bad bucket name": (
+        kvstore(backup={"objectStore": {"bucket": "Bkt_1", "hmacKeySecret": {"name": "k"}}}),
+        "does not match",
+    ),
     "backup claim empty": (kvstore(backup={"volume": {"claimName": ""}}), "non-empty"),
     "absolute backup path": (kvstore(backup={"volume": {"claimName": "b"}, "path": "/x"}), "does not match"),
     "keep zero": (kvstore(backup={"volume": {"claimName": "b"}, "retention": {"keep": 0}}), "minimum"),

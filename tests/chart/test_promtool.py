@@ -90,6 +90,19 @@ CASES: dict[str, Case] = {
         labels=STORE,
         value="1d 2h 40m 0s",
     ),
+    # Backups every hour; the newest verified one is from time 0, so at minute 120 it is over twice
+    # the interval old (firing 10 minutes later); a new one at minute 200.
+    "KVStoreBackupOverdue": Case(
+        {
+            selector("kvstore_operator_last_backup_timestamp_seconds", STORE): "0x200 12000x100",
+            selector("kvstore_operator_backup_interval_seconds", STORE): "3600x300",
+        },
+        fires_at="131m",
+        resolved_at="210m",
+        quiet_at="110m",
+        labels=STORE,
+        value="2h 11m 0s",
+    ),
     "KVStoreBackupFailed": Case(
         {selector("kvstore_operator_backups_total", {**STORE, "result": "failed"}): "0x10 1x100"},
         fires_at="20m",

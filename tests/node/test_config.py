@@ -43,6 +43,8 @@ EVERYTHING_SET = NodeConfig(
     max_request_memory=96 * MIB,
     max_clock_offset=2.5,
     scrub_interval=3600.0,
+    backup_hmac_key_file="/etc/kvstore/backup-hmac/hmac-key",
+    backup_encryption_key_file="/etc/kvstore/backup-encryption/encryption-key",
     clock_offset_ms=-250,
 )
 """A configuration in which every setting differs from its default."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 API_VERSION = "kvstore.dev/v1alpha1"
@@ -21,6 +22,7 @@ def kvstore(
     schedule: str | None = None,
     keep: int | None = None,
     restore_from: dict[str, Any] | None = None,
+    object_store: dict[str, Any] | None = None,
     image: str | None = None,
     storage_size: str = "1Gi",
 ) -> dict[str, Any]:
@@ -34,8 +36,10 @@ def kvstore(
     }
     if image:
         spec["image"] = image
-    if backup_claim:
-        backup: dict[str, Any] = {"volume": {"claimName": backup_claim}}
+    if backup_claim or object_store:
+        backup: dict[str, Any] = (
+            {"objectStore": object_store} if object_store else {"volume": {"claimName": backup_claim}}
+        )
         if backup_path:
             backup["path"] = backup_path
         if schedule:
@@ -59,4 +63,15 @@ def kvbackup(name: str, namespace: str, store: str) -> dict[str, Any]:
         "kind": "KVBackup",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"storeName": store},
+    }
+
+
+def secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    """A Secret holding ``data`` (encoded as the API wants it)."""
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": encoded,
     }

@@ -3,12 +3,13 @@
 :class:`ClusterSim` polls the API server (kmock) and, for every StatefulSet, creates and deletes Pod
 objects the way the StatefulSet controller does (``podManagementPolicy: Parallel``). As the kubelet
 it starts a REAL ``kvnode`` process for each pod, from the pod template's own container env
-(``fieldRef``, ``configMapKeyRef`` and ``$(VAR)`` expansion included), listening on the pod's IP: a
-distinct loopback address such as 127.0.7.11. Seed peers' DNS names resolve to those IPs (cluster
-DNS). The pod's Ready condition follows the node's gRPC health, as a readiness probe would; a
-deleted pod's process gets SIGTERM and the deletion is confirmed -- unless the pod's node is
-NotReady, which leaves the pod stuck Terminating. Volumes from ``volumeClaimTemplates`` are folders
-that outlive pods, like PVCs.
+(``fieldRef``, ``configMapKeyRef``, ``envFrom`` Secrets and ``$(VAR)`` expansion included),
+listening on the pod's IP: a distinct loopback address such as 127.0.7.11. Seed peers' DNS names
+resolve to those IPs (cluster DNS). The pod's Ready condition follows the node's gRPC health, as a
+readiness probe would; a deleted pod's process gets SIGTERM and the deletion is confirmed -- unless
+the pod's node is NotReady, which leaves the pod stuck Terminating. Volumes from
+``volumeClaimTemplates`` are folders that outlive pods, like PVCs; Secret volumes are folders
+holding the Secret's items.
 
 Everything runs in one background thread, so the operator's gRPC calls reach real nodes and the
 test's assertions check real data.
@@ -16,6 +17,7 @@ test's assertions check real data.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
@@ -41,6 +43,7 @@ from kvnode.testing.processes import is_serving
 from tests.operator.kubectl import ApiError, Kubectl
 
 log = logging.getLogger("tests.operator.sim")
+SECRETS = kube.Resource("", "v1", "secrets")
 Body = dict[str, Any]
 
 _blocks = itertools.count(20)  # 127.0.<block>.x: a fresh block per store and test session
@@ -380,6 +383,8 @@ class ClusterSim:
     def _env(self, pod: Body, sts: Body, ip: str, configmaps: dict[str, Body]) -> dict[str, str]:
         container = pod["spec"]["containers"][0]
         env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:  # first: ``env`` entries override them
+            env.update(self._secret(source["secretRef"]["name"]))
         fields = {
             "metadata.name": pod["metadata"]["name"],
             "metadata.namespace": self.namespace,
@@ -403,6 +408,13 @@ class ClusterSim:
                 for key, value in env.items():
                     if value.startswith(mount["mountPath"]):
                         env[key] = str(target) + value[len(mount["mountPath"]) :]
+        secrets = {v["name"]: v["secret"] for v in pod["spec"].get("volumes") or [] if "secret" in v}
+        for mount in container.get("volumeMounts") or []:
+            if mount["name"] in secrets:
+                folder = self._secret_folder(pod["metadata"]["name"], mount["name"], secrets[mount["name"]])
+                for key, value in env.items():
+                    if value.startswith(mount["mountPath"]):
+                        env[key] = str(folder) + value[len(mount["mountPath"]) :]
         # The pod's own network: listen on its IP; cluster DNS: pod names resolve to pod IPs.
         for key in ("KVNODE_LISTEN", "KVNODE_METRICS_LISTEN"):
             if key in env:
@@ -417,6 +429,20 @@ class ClusterSim:
             if key in env:
                 env[key] = dns.sub(resolve, env[key])
         return env
+
+    def _secret(self, name: str) -> dict[str, str]:
+        body = self.kubectl.get(SECRETS, self.namespace, name) or {}
+        return {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+
+    def _secret_folder(self, pod: str, volume: str, source: Body) -> Path:
+        """A Secret volume: its items (or every key) as files, as the kubelet projects them."""
+        data = self._secret(source["secretName"])
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        folder = self.root / "secrets" / f"{volume}-{pod}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            (folder / item["path"]).write_text(data[item["key"]])
+        return folder
 
     def _start(self, pod: Body, sts: Body, ip: str, configmaps: dict[str, Body]) -> Container:
         env = self._env(pod, sts, ip, configmaps)

@@ -54,24 +54,49 @@ def scheduled(kubectl: Kubectl) -> list[dict[str, Any]]:
     ]
 
 
+def start_scheduled(kubectl: Kubectl, port: int, **backup: Any) -> None:
+    """Store "src", backed up every 2 s keeping 2 (``backup``: where to), Available."""
+    body = kvstore(
+        "src", NAMESPACE, port=port, metrics_port=free_port(), schedule="@every 2s", keep=2, **backup
+    )
+    kubectl.create(kube.KVSTORES, NAMESPACE, body)
+    wait_status(kubectl, "src", lambda s: is_available(s, 3), "Available with 3 members")
+
+
+def pruned_then_suspended(kubectl: Kubectl) -> list[str]:
+    """Wait for retention to prune a scheduled backup, suspend the schedule, check that the
+    scheduled backups left are verified (2 kept, perhaps one more since); the pruned ids."""
+    wait_for(lambda: "BackupPruned" in reasons(kubectl), 90, "retention to prune a scheduled backup")
+    kubectl.patch(kube.KVSTORES, NAMESPACE, "src", {"spec": {"backup": {"suspend": True}}})
+    succeeded = [b for b in scheduled(kubectl) if (b.get("status") or {}).get("phase") == "Succeeded"]
+    assert 2 <= len(succeeded) <= 3
+    assert all(b["status"]["verified"] for b in succeeded)
+    return [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
+
+
+def restored(kubectl: Kubectl, replicas: int, **spec: Any) -> tuple[int, dict[str, Any]]:
+    """Store "src" deleted, then a new store "dst" of ``replicas`` nodes that restores the backup
+    ``spec`` names: its port, and its ``status.restore`` once restored and Available."""
+    kubectl.delete(kube.KVSTORES, NAMESPACE, "src")
+    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 60, "the source's pods to go")
+    port = free_port()
+    body = kvstore("dst", NAMESPACE, replicas=replicas, port=port, metrics_port=free_port(), **spec)
+    kubectl.create(kube.KVSTORES, NAMESPACE, body)
+    status = wait_status(
+        kubectl,
+        "dst",
+        lambda s: is_available(s, replicas) and (s.get("restore") or {}).get("phase") == "Succeeded",
+        f"restored and Available with {replicas} members",
+        timeout=90,
+    )
+    return port, dict(status["status"]["restore"])
+
+
 def test_scheduled_and_on_demand_backups_are_verified_and_pruned(
     kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread, tmp_path: Path
 ) -> None:
     port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "src",
-            NAMESPACE,
-            port=port,
-            metrics_port=free_port(),
-            backup_claim="backups",
-            schedule="@every 2s",
-            keep=2,
-        ),
-    )
-    wait_status(kubectl, "src", lambda s: is_available(s, 3), "Available with 3 members")
+    start_scheduled(kubectl, port, backup_claim="backups")
     acked = put_keys(sim.address("src", 0, port), KEYS)
 
     # On demand.
@@ -90,13 +115,8 @@ def test_scheduled_and_on_demand_backups_are_verified_and_pruned(
     wait_event(kubectl, "BackupSucceeded", kind="KVBackup", name="manual")
 
     # On the schedule, with retention keeping 2.
-    wait_for(lambda: "BackupPruned" in reasons(kubectl), 60, "retention to prune a scheduled backup")
-    kubectl.patch(kube.KVSTORES, NAMESPACE, "src", {"spec": {"backup": {"suspend": True}}})
-    succeeded = [b for b in scheduled(kubectl) if (b.get("status") or {}).get("phase") == "Succeeded"]
-    assert 2 <= len(succeeded) <= 3
-    assert all(b["status"]["verified"] for b in succeeded)
+    pruned = pruned_then_suspended(kubectl)
     on_disk = {p.name for p in (Path(operator.config.backup_path) / "src").iterdir()}
-    pruned = [message.split()[1] for reason, message in events(kubectl) if reason == "BackupPruned"]
     assert pruned and not set(pruned) & on_disk  # the pruned data is gone from the volume
     assert "manual" in on_disk  # on-demand backups are not pruned
     last = store(kubectl, "src")["status"]["lastBackup"]
@@ -126,30 +146,7 @@ def test_a_backup_restores_into_a_new_store_of_another_size(
     assert wait_backup(kubectl, "snap")["verified"] is True
 
     # The source goes away (its backup stays on the volume); a store of 4 restores it.
-    kubectl.delete(kube.KVSTORES, NAMESPACE, "src")
-    wait_for(lambda: not kubectl.list(kube.PODS, NAMESPACE), 60, "the source's pods to go")
-    dst_port = free_port()
-    kubectl.create(
-        kube.KVSTORES,
-        NAMESPACE,
-        kvstore(
-            "dst",
-            NAMESPACE,
-            replicas=4,
-            port=dst_port,
-            metrics_port=free_port(),
-            backup_claim="backups",
-            restore_from={"backupName": "snap"},
-        ),
-    )
-    body = wait_status(
-        kubectl,
-        "dst",
-        lambda s: is_available(s, 4) and (s.get("restore") or {}).get("phase") == "Succeeded",
-        "restored and Available with 4 members",
-        timeout=90,
-    )
-    restore = body["status"]["restore"]
+    dst_port, restore = restored(kubectl, 4, backup_claim="backups", restore_from={"backupName": "snap"})
     assert restore["backupId"] == "snap" and restore["keys"] == len(KEYS) - len(DELETED)
     wait_event(kubectl, "RestoreStarted", name="dst")
     wait_event(kubectl, "Restored", name="dst")

@@ -95,6 +95,57 @@ def test_backup_and_restore_volumes() -> None:
     assert [v["name"] for v in same["volumes"]] == ["backups", "tmp"]
 
 
+def test_a_bucket_needs_no_volume_but_its_credentials_and_key() -> None:
+    target = {
+        "bucket": "bkt",
+        "endpoint": "http://minio:9000",
+        "region": "eu-west-1",
+        "credentialsSecret": {"name": "s3"},
+        "hmacKeySecret": {"name": "key"},
+    }
+    spec = parse_store_spec({"backup": {"objectStore": target}})
+    pod = build_statefulset(OWNER, spec, 3, CONFIG)["spec"]["template"]["spec"]
+    assert pod["volumes"][0] == {
+        "name": "backup-hmac-key",
+        "secret": {"secretName": "key", "items": [{"key": "hmac-key", "path": "hmac-key"}]},
+    }
+    assert [v["name"] for v in pod["volumes"]] == ["backup-hmac-key", "tmp"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KVNODE_BACKUP_HMAC_KEY_FILE"] == "/etc/kvstore/backup-hmac/hmac-key"
+    assert (env["AWS_ENDPOINT_URL"], env["AWS_REGION"]) == ("http://minio:9000", "eu-west-1")
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert "serviceAccountName" not in pod
+    identity = parse_store_spec(
+        {
+            "backup": {
+                "objectStore": {
+                    "bucket": "bkt",
+                    "serviceAccountName": "kv-irsa",
+                    "hmacKeySecret": {"name": "k"},
+                }
+            }
+        }
+    )
+    pod = build_statefulset(OWNER, identity, 3, CONFIG)["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["backup-hmac-key", "tmp"]
+    assert pod["serviceAccountName"] == "kv-irsa" and "envFrom" not in pod["containers"][0]
+    names_ = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "AWS_ENDPOINT_URL" not in names_ and "AWS_REGION" not in names_  # AWS S3, the SDK's region
+
+
+def test_an_encryption_key_is_mounted_beside_the_signing_key() -> None:
+    target = {"bucket": "bkt", "hmacKeySecret": {"name": "k"}, "encryptionKeySecret": {"name": "enc"}}
+    pod = build_statefulset(OWNER, parse_store_spec({"backup": {"objectStore": target}}), 3, CONFIG)
+    spec = pod["spec"]["template"]["spec"]
+    assert spec["volumes"][1] == {
+        "name": "backup-encryption-key",
+        "secret": {"secretName": "enc", "items": [{"key": "encryption-key", "path": "encryption-key"}]},
+    }
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["KVNODE_BACKUP_ENCRYPTION_KEY_FILE"] == "/etc/kvstore/backup-encryption/encryption-key"
+
+
 def test_claim_retention_and_pod_ip_mode() -> None:
     spec = parse_store_spec(
         {"storage": {"deleteClaimsOnScaleDown": True}, "podAntiAffinity": {"mode": "None"}}

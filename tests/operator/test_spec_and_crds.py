@@ -143,7 +143,25 @@ def test_status_fields_written_by_the_operator_are_in_the_schema() -> None:
         ({"replicas": "3"}, "spec.replicas must be an integer"),
         ({"defaultConsistency": "MOST"}, "spec.defaultConsistency must be one of"),
         ({"storage": {"size": "big"}}, "spec.storage.size"),
-        ({"backup": {"schedule": "@daily"}}, "spec.backup.volume.claimName is required"),
+        (
+            {"backup": {"schedule": "@daily"}},
+            "spec.backup needs exactly one of volume.claimName or objectStore",
+        ),
+        (
+            {
+                "backup": {
+                    "volume": {"claimName": "x"},
+                    "objectStore": {"bucket": "bkt", "hmacKeySecret": {"name": "k"}},
+                }
+            },
+            "exactly one of volume.claimName or objectStore",
+        ),
+        (
+            {"backup": {"objectStore": {"bucket": "B!", "hmacKeySecret": {"name": "k"}}}},
+            "must be an S3 bucket name",
+        ),
+        ({"backup": {"objectStore": {"bucket": "bkt"}}}, "hmacKeySecret.name is required"),
+        ({"restoreFrom": {"backupId": "b", "url": "http://x"}}, "must be a bucket URL"),
         ({"restoreFrom": {"backupName": "a", "backupId": "b"}}, "exactly one of backupName or backupId"),
         ({"restoreFrom": {"backupId": "b"}}, "needs claimName and path"),
         ({"backup": {"volume": {"claimName": "x"}, "path": "../etc"}}, "relative folder"),

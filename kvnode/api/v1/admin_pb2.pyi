@@ -406,7 +406,9 @@ class BackupRequest(_message.Message):
     DIRECTORY_FIELD_NUMBER: _builtins.int
     BACKUP_ID_FIELD_NUMBER: _builtins.int
     directory: _builtins.str
-    """A directory on the node's filesystem (in Kubernetes, the mounted backup volume)."""
+    """A directory on the node's filesystem (in Kubernetes, the mounted backup volume), or a bucket
+    URL, s3://BUCKET/PREFIX (gs:// and az:// too); every Admin backup call takes either.
+    """
     backup_id: _builtins.str
     """The same id on every node groups one cluster-wide backup."""
     def __init__(
@@ -445,11 +447,13 @@ class BackupManifest(_message.Message):
     """Live keys and tombstones in the snapshot."""
     tombstones: _builtins.int
     sha256: _builtins.str
-    """SHA-256 of the snapshot file, hex."""
+    """SHA-256 of the snapshot file (in a bucket: of the compressed snapshot object), hex."""
     size_bytes: _builtins.int
     created_unix: _builtins.int
     path: _builtins.str
-    """Path of the node's backup folder, holding data.mdb and manifest.json."""
+    """Path of the node's backup folder, holding data.mdb and manifest.json; in a bucket, the URL of
+    the node's prefix, holding snapshot.zst and the signed manifest.json.
+    """
     partitions: _builtins.int
     replication_factor: _builtins.int
     def __init__(
@@ -557,11 +561,21 @@ class BackupSummary(_message.Message):
     NODE_IDS_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
+    INCOMPLETE_NODE_IDS_FIELD_NUMBER: _builtins.int
     backup_id: _builtins.str
     created_unix: _builtins.int
     keys: _builtins.int
     @_builtins.property
-    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Nodes whose snapshot is complete (its manifest is there and, in a bucket, signed)."""
+
+    @_builtins.property
+    def incomplete_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In a bucket: nodes that started a snapshot and never finished it (killed mid-upload), or whose
+        manifest fails its signature. Such a backup fails verification; delete it to remove their
+        objects. Always empty for a folder, whose half-written snapshots stay in hidden staging folders.
+        """
+
     def __init__(
         self,
         *,
@@ -569,10 +583,11 @@ class BackupSummary(_message.Message):
         node_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_unix: _builtins.int = ...,
         keys: _builtins.int = ...,
+        incomplete_node_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "created_unix", b"created_unix", "keys", b"keys", "node_ids", b"node_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_id", b"backup_id", "created_unix", b"created_unix", "incomplete_node_ids", b"incomplete_node_ids", "keys", b"keys", "node_ids", b"node_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from kvoperator import constants as c
 from kvoperator import names
+from kvoperator.builders.bucket_access import bucket_access
 from kvoperator.builders.common import Body, child_metadata, stamp_hash
 from kvoperator.config import AddressMode, OperatorConfig
 from kvoperator.spec import StoreSpec
@@ -80,7 +81,7 @@ def build_statefulset(
     store = owner["metadata"]["name"]
     mounts: list[Body] = [{"name": c.DATA_VOLUME, "mountPath": config.data_path}]
     volumes: list[Body] = []
-    if spec.backup is not None:
+    if spec.backup is not None and spec.backup.claim_name:
         volumes.append(
             {"name": c.BACKUP_VOLUME, "persistentVolumeClaim": {"claimName": spec.backup.claim_name}}
         )
@@ -93,12 +94,15 @@ def build_statefulset(
             }
         )
         mounts.append({"name": c.RESTORE_VOLUME, "mountPath": config.restore_path, "readOnly": True})
+    bucket = bucket_access(spec)
+    volumes += bucket.volumes
+    mounts += bucket.mounts
     container: Body = {
         "name": c.CONTAINER_NAME,
         "image": spec.image or config.node_image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["kvnode"],
-        "env": node_env(store, spec, config),
+        "env": node_env(store, spec, config) + bucket.env,
         "ports": [
             {"name": "grpc", "containerPort": spec.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"},
@@ -146,6 +150,10 @@ def build_statefulset(
         },
         "containers": [container],
     }
+    if bucket.env_from:
+        container["envFrom"] = bucket.env_from
+    if bucket.service_account:
+        pod_spec["serviceAccountName"] = bucket.service_account
     if volumes:
         pod_spec["volumes"] = volumes
     affinity = _affinity(store, spec)

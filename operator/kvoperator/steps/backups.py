@@ -26,12 +26,16 @@ async def run(p: Pass) -> None:
     if membership is None or membership.epoch == 0:
         return
     backup = spec.backup
+    interval = p.ctx.metrics.backup_interval.labels(observed.namespace, observed.name)
+    interval.set(0)  # no schedule (or a suspended one): the overdue alert stays quiet
     if backup.schedule and not backup.suspend:
         try:
             schedule = parse_schedule(backup.schedule)
         except ScheduleError as exc:
             p.report.degrade("InvalidSchedule", str(exc))
             return
+        following = schedule.next_after(p.now)
+        interval.set((schedule.next_after(following) - following).total_seconds())
         state = observed.status.get("backup") or {}
         since = parse_time(state.get("lastScheduleTime")) or parse_time(
             observed.store["metadata"].get("creationTimestamp")

@@ -44,6 +44,16 @@ async def test_a_due_run_creates_one_kvbackup_and_is_recorded(world: World) -> N
     assert backup_names(world) == ["kv-20250601-120000", "kv-20250601-130000"]
 
 
+async def test_the_schedules_interval_is_exported_for_the_overdue_alert(world: World) -> None:
+    world.store(backup={**SCHEDULED, "schedule": "0 */6 * * *"})
+    world.pods(3)
+    await world.run(backups.run)
+    assert world.metric("kvstore_operator_backup_interval_seconds") == 6 * 3600
+    world.store(backup={**SCHEDULED, "suspend": True})
+    await world.run(backups.run)
+    assert world.metric("kvstore_operator_backup_interval_seconds") == 0  # no run is due
+
+
 async def test_a_kvbackup_created_by_an_unrecorded_pass_is_recorded(world: World) -> None:
     world.store(backup=SCHEDULED)
     world.pods(3)
