@@ -50,7 +50,10 @@ def member(args: argparse.Namespace, session: Session) -> int:
 
 async def _change_members(action: str, target: str, session: Session) -> Membership:
     async with Reconfigurer.connect(
-        session.endpoints, timeout=session.args.timeout, progress=_progress
+        session.endpoints,
+        timeout=session.args.timeout,
+        progress=_progress,
+        credentials=session.credentials,
     ) as reconfig:
         if action == "list":
             return await reconfig.current()

@@ -12,6 +12,7 @@ re-exported here. See docs/client.md.
 
 from kvnode.client.admin import AsyncAdmin, EndpointStatus
 from kvnode.client.aio import AsyncKVClient
+from kvnode.client.credentials import Credentials
 from kvnode.client.retry import RetryPolicy
 from kvnode.client.sync import Admin, KVClient
 from kvnode.client.types import (
@@ -46,6 +47,7 @@ __all__ = [
     "Attempt",
     "ClientClosed",
     "ConsistencyLike",
+    "Credentials",
     "DataLoss",
     "DeadlineExceeded",
     "DeleteResult",

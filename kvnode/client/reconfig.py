@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client.admin import AsyncAdmin
+from kvnode.client.credentials import Credentials
 from kvnode.core.errors import FailedPrecondition, KVError, Unavailable
 from kvnode.core.membership import Member, Membership, MemberState
 
@@ -72,10 +73,11 @@ class Reconfigurer:
         timeout: float = 10.0,
         transfer_timeout: float = 3600.0,
         progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> AsyncIterator[Reconfigurer]:
         """``async with Reconfigurer.connect(seeds) as reconfig``: over an admin client of its own,
         with ``timeout`` seconds per call, closed at the end."""
-        async with AsyncAdmin.connect(timeout=timeout) as admin:
+        async with AsyncAdmin.connect(timeout=timeout, credentials=credentials) as admin:
             yield cls(admin, seeds, transfer_timeout=transfer_timeout, progress=progress)
 
     async def current(self) -> Membership:
