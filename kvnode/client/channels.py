@@ -48,7 +48,7 @@ class ChannelPool:
         self, options: list[tuple[str, Any]] | None = None, credentials: Credentials | None = None
     ) -> None:
         self._options = CHANNEL_OPTIONS if options is None else options
-        self._credentials = credentials or Credentials()
+        self.credentials = credentials or Credentials()
         self._stubs: dict[str, Stubs] = {}
         self._closed = False
 
@@ -57,7 +57,7 @@ class ChannelPool:
         if stubs is None:
             if self._closed:
                 raise ClientClosed()
-            channel = self._credentials.channel(address, self._options)
+            channel = self.credentials.channel(address, self._options)
             stubs = self._stubs[address] = Stubs(
                 channel,
                 kv_pb2_grpc.KVStub(channel),

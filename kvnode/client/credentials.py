@@ -8,12 +8,14 @@ carries either or both; without any, a client speaks plaintext as before.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,43 @@ class Credentials:
         creds = grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
         return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
 
+    def explain(self, details: str) -> str | None:
+        """A plain reason for a connection that failed, when TLS (or its absence) is the likely
+        cause: gRPC reports these as a closed socket or an OpenSSL code."""
+        text = details.lower()
+        expired = self.expired_at()
+        if expired is not None:
+            return f"this client's certificate expired at {expired:%Y-%m-%d %H:%M} UTC (--cert)"
+        if "certificate_verify_failed" in text:
+            if "expired" in text:
+                return "the node's certificate has expired"
+            return "the node's certificate is not signed by the CA this client trusts (--cacert)"
+        if "wrong_version_number" in text:
+            return "the node does not speak TLS (a plaintext port?)"
+        if "socket closed" in text or "handshake" in text:
+            if not self.tls:
+                return (
+                    "the node closed the connection: it likely serves TLS "
+                    "(give --cacert, and --cert/--key or --token)"
+                )
+            if self.cert is None:
+                return "the node ended the TLS handshake: it requires a client certificate (--cert, --key)"
+            return (
+                "the node ended the TLS handshake: it does not accept this client's certificate "
+                "(signed by a CA it does not trust?)"
+            )
+        return None
+
+    def expired_at(self) -> datetime.datetime | None:
+        """When this client's certificate expired, or None if it has none or it is valid."""
+        if self.cert is None:
+            return None
+        try:
+            ends = x509.load_pem_x509_certificate(self.cert).not_valid_after_utc
+        except ValueError:
+            return None
+        return ends if ends < datetime.datetime.now(datetime.UTC) else None
+
 
 def _read(path: str | Path | None, what: str) -> bytes | None:
     if path is None:
@@ -73,7 +112,7 @@ def _read(path: str | Path | None, what: str) -> bytes | None:
         raise ValueError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
 
 
-class BearerToken(grpc.aio.UnaryUnaryClientInterceptor[Any, Any]):
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     """Adds ``authorization: Bearer <token>`` to each call. An interceptor rather than gRPC's call
     credentials, which only travel over TLS: a token on a plaintext loopback port is allowed, for
     local development (the node warns that it serves plaintext)."""
