@@ -247,6 +247,11 @@ class Security:
         return self.peer_cert_file is not None
 
 
+def _moved(address: str, peer_address: str) -> str:
+    """A membership record's peer address: empty when peers use the client address."""
+    return "" if peer_address == address else peer_address
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -399,9 +404,13 @@ class NodeConfig:
 
     def initial_membership(self) -> Membership:
         """Epoch 0: the members named by --peers (or this node alone), all ACTIVE."""
-        members = [Member(p.node_id, p.address) for p in self.peers]
+        members = [
+            Member(p.node_id, p.address, peer_address=_moved(p.address, p.peer_address)) for p in self.peers
+        ]
         if self.node_id not in {m.id for m in members}:
-            members.append(Member(self.node_id, self.address))
+            members.append(
+                Member(self.node_id, self.address, peer_address=_moved(self.address, self.peer_address))
+            )
         return Membership(0, tuple(members), self.replication_factor, self.partitions)
 
     @classmethod

@@ -241,7 +241,7 @@ class Node:
         admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
         self.metrics.watch_admission(admission)
         return await Server.start(
-            self.security.client_port(),
+            self.security.client_port(self._replica_moved),
             cfg.limits,
             cfg.max_requests,
             kv=instrument(
@@ -256,6 +256,12 @@ class Node:
             peer=self.security.peer_port(),
             reflect=cfg.security.reflection,
         )
+
+    def _replica_moved(self) -> str:
+        """This node's peer address once the membership records one (then Replica is no longer
+        served on the client port), else empty."""
+        member = self.topology.membership.member(self.config.node_id)
+        return member.peer_address if member is not None else ""
 
     def _serve_metrics(self) -> None:
         listen = self.config.metrics_listen

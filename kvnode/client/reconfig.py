@@ -131,8 +131,9 @@ class Reconfigurer:
             await self.install(current)
         return current
 
-    async def add(self, member_id: str, address: str) -> Membership:
-        """Make ``member_id`` (already running at ``address``) an ACTIVE member with its data."""
+    async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership:
+        """Make ``member_id`` (already running at ``address``, serving peers at ``peer_address``,
+        empty if on ``address`` too) an ACTIVE member with its data."""
         current = await self.bootstrap()
         existing = current.member(member_id)
         if existing is not None and existing.state == MemberState.ACTIVE and existing.address == address:
@@ -141,7 +142,7 @@ class Reconfigurer:
             raise FailedPrecondition(f"{member_id} is leaving; finish removing it before adding it back")
         if existing is None:
             _refuse_concurrent_change(current)
-            members = (*current.members, Member(member_id, address, MemberState.JOINING))
+            members = (*current.members, Member(member_id, address, MemberState.JOINING, peer_address))
             current = replace(current, epoch=current.epoch + 1, members=members)
             await self.install(current)
         else:

@@ -97,7 +97,8 @@ class Refused(Exception):
 class Authorizer:
     """Guards one port's handlers. ``certificates``: the port requires client certificates (its
     identities come from them); ``tokens``: bearer tokens are accepted; ``peer_port``: only peers
-    may call anything here."""
+    may call anything here; ``replica_moved``: this client port serves Replica only until the
+    membership records this node's peer port, which it returns (docs/design.md, "Peer ports")."""
 
     def __init__(
         self,
@@ -106,8 +107,10 @@ class Authorizer:
         certificates: bool,
         tokens: TokenFile | None = None,
         peer_port: bool = False,
+        replica_moved: Callable[[], str] | None = None,
     ) -> None:
         self._metrics = metrics
+        self._moved = replica_moved
         self._certificates = certificates
         self._tokens = tokens
         self._peer_port = peer_port
@@ -137,7 +140,17 @@ class Authorizer:
             + ("a client certificate or a bearer token" if self._certificates else "a bearer token"),
         )
 
-    def check(self, context: grpc.aio.ServicerContext[Any, Any], service: str, method: str) -> Identity:
+    def check(
+        self, context: grpc.aio.ServicerContext[Any, Any], service: str, method: str
+    ) -> Identity | None:
+        """The caller if allowed (None when this port authenticates no one), else :class:`Refused`."""
+        if service == "Replica" and self._moved is not None and (moved := self._moved()):
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Replica is served on this node's peer port {moved}, no longer on its client port",
+            )
+        if not self.enabled:
+            return None
         identity = self.identify(context)
         if self._peer_port and PEER_ROLE not in identity.roles:
             raise Refused(
@@ -156,7 +169,7 @@ class Authorizer:
 
     def guard(self, fn: BoundHandler, service: str, method: str) -> BoundHandler:
         """``fn`` behind the check; ``fn`` itself when this port authenticates no one."""
-        if not self.enabled:
+        if not self.enabled and (service != "Replica" or self._moved is None):
             return fn
         name = f"{service}/{method}" if service != "KV" else method  # as kvnode_requests names it
         audit = service == "Admin" and method not in ("Status", "GetMembership", "ListBackups")
@@ -177,7 +190,7 @@ class Authorizer:
                 )
                 await context.abort(refused.code, refused.message)
                 raise AssertionError("unreachable") from None  # pragma: no cover - abort raises
-            if audit:
+            if audit and identity is not None:
                 log.info("%s called %s from %s", identity, name, context.peer())
             return await fn(call, context)
 

@@ -8,6 +8,7 @@ development, and the node says so once in its log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -40,7 +41,9 @@ class PortSecurity:
             else None
         )
 
-    def client_port(self) -> Port:
+    def client_port(self, replica_moved: Callable[[], str]) -> Port:
+        """``replica_moved``: this node's peer address once the membership records it (see
+        :class:`~kvnode.server.auth.Authorizer`); only consulted with --peer-listen."""
         sec = self._config.security
         tls = self.client_tls
         if tls is None:
@@ -55,7 +58,12 @@ class PortSecurity:
                 "every caller may do everything",
                 self._config.listen,
             )
-        guard = Authorizer(self._metrics, certificates=sec.trusted_ca_file is not None, tokens=self.tokens)
+        guard = Authorizer(
+            self._metrics,
+            certificates=sec.trusted_ca_file is not None,
+            tokens=self.tokens,
+            replica_moved=replica_moved if sec.peer_listen else None,
+        )
         return Port(self._config.listen, "--listen", tls.server_credentials() if tls else None, guard)
 
     def peer_port(self) -> Port | None:

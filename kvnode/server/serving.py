@@ -153,12 +153,11 @@ class Server:
         peer: Port | None = None,
         reflect: bool = True,
     ) -> Server:
-        """Serve KV and Admin on the ``client`` port, and Replica there too unless there is a
-        ``peer`` port, which serves Replica and Admin (for peers' GetMembership)."""
+        """Serve KV, Replica and Admin on the ``client`` port, and with a ``peer`` port Replica and
+        Admin (for peers' GetMembership) there too. The client port's guard decides whether
+        Replica is still served there (only while the membership has no peer port for this node)."""
         kv_service, replica_service, admin_service = SERVICES
-        on_client: list[tuple[object, ServiceDescriptor]] = [(kv, kv_service), (admin, admin_service)]
-        if peer is None:
-            on_client.insert(1, (replica, replica_service))
+        on_client = [(kv, kv_service), (replica, replica_service), (admin, admin_service)]
         servers: list[tuple[grpc.aio.Server, Any]] = []
         try:
             server, health_servicer, port = await _open(client, limits, max_requests, on_client, reflect)
