@@ -35,7 +35,7 @@ class Session:
         """--cacert, --cert, --key, --token (files read once, on first use)."""
         if self._credentials is None:
             a = self.args
-            self._credentials = Credentials.from_files(a.cacert, a.cert, a.key, a.token, a.server_name)
+            self._credentials = Credentials.from_files(a.cacert, a.cert, a.key_file, a.token, a.server_name)
         return self._credentials
 
     def client_options(self, *, route: bool) -> ClientOptions:
