@@ -45,6 +45,7 @@ from kvnode.core.names import parse_host_port
 from kvnode.metrics import NodeMetrics
 from kvnode.server.admin_service import AdminService
 from kvnode.server.admission import Admission
+from kvnode.server.confinement import BackupRoot
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
 from kvnode.server.rpc import instrument
@@ -237,6 +238,7 @@ class Node:
             digests=self.storage,
             backups=self.backups,
             drain_seconds=cfg.replica_timeout * 2,
+            backup_root=BackupRoot(cfg.security.backup_root),
         )
         admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
         self.metrics.watch_admission(admission)
