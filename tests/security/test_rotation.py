@@ -4,8 +4,6 @@ get the new certificate."""
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 from pathlib import Path
 
@@ -15,22 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from kvnode.client import KVClient, KVError
 from kvnode.core.certs import ADMIN_ROLE
 from kvnode.testing.processes import ProcessCluster, wait_for
-from kvnode.testing.tls import TestPKI
-
-
-def served_certificate(address: str, pki: TestPKI, client_files: tuple[Path, Path]) -> bytes:
-    """The DER certificate a new TLS connection to ``address`` is shown."""
-    host, port = address.rsplit(":", 1)
-    context = ssl.create_default_context(cafile=str(pki.ca_file))
-    context.load_cert_chain(*map(str, client_files))
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
+from kvnode.testing.tls import TestPKI, served_certificate
 
 
 def test_rotating_the_node_certificate_under_load_fails_no_request(tmp_path: Path) -> None:
@@ -62,7 +45,7 @@ def test_rotating_the_node_certificate_under_load_fails_no_request(tmp_path: Pat
                 pair.write(pki.root, "kv-0")  # replaces the key, then the certificate, as files
                 expected = x509.load_pem_x509_certificate(pair.cert).public_bytes(Encoding.DER)
                 wait_for(
-                    lambda e=expected: served_certificate(address, pki, client_files) == e,
+                    lambda e=expected: served_certificate(address, pki.ca_file, client_files) == e,
                     30,
                     "new connections to get the new certificate",
                 )
