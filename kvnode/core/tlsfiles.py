@@ -58,6 +58,7 @@ class TlsFiles:
         self._signature: Signature = ()
         self.cert = self.key = b""
         self.ca: bytes | None = None
+        self.generation = 0  # how many consistent sets were taken
         if not self.refresh():
             raise StartupError(f"{what}: the certificate and the key do not belong together")
 
@@ -90,6 +91,7 @@ class TlsFiles:
             self._signature = signature
             self.cert, self.key = cert, key
             self.ca = contents[2] if len(contents) > 2 else None
+            self.generation += 1
             log.info("%s: certificate loaded (%s)", self._what, _describe(cert))
             return True
 

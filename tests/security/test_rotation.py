@@ -58,3 +58,40 @@ def test_rotating_the_node_certificate_under_load_fails_no_request(tmp_path: Pat
                 worker.join()
         assert not failures, failures[:3]
         assert done[0] > 150
+
+
+def test_rotating_every_node_certificate_of_a_cluster_under_load_fails_no_request(tmp_path: Path) -> None:
+    """Peers dial each other with their node certificate: after a rotation each node opens new
+    links with the new one, while calls on the old links finish."""
+    pki = TestPKI(tmp_path / "pki")
+    with ProcessCluster(tmp_path, 3, partitions=16, pki=pki, peer_ports=True) as cluster:
+        cluster.start()
+        stop = threading.Event()
+        failures: list[KVError] = []
+        done = [0]
+
+        def load() -> None:
+            with KVClient(cluster.endpoints, credentials=cluster.credentials, timeout=10) as kv:
+                while not stop.is_set():
+                    try:
+                        kv.put(f"c{done[0] % 100}", "v", consistency="QUORUM")
+                        done[0] += 1
+                    except KVError as exc:
+                        failures.append(exc)
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_for(lambda: done[0] > 50, 30, "requests to flow")
+            for node in cluster.nodes:
+                pki.ca.node(node.node_id).write(pki.root, node.node_id)
+            for node in cluster.nodes:
+                wait_for(lambda n=node: "opening new links to the peers" in n.log_tail(400), 40, "new links")
+            start = done[0]
+            wait_for(lambda: done[0] > start + 50, 30, "requests to flow on the new links")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert not failures, failures[:3]
