@@ -23,8 +23,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kvnode.core.errors import StartupError
+from kvnode.core.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+warnings = RateLimitedLog(log)  # gRPC asks at every handshake: one line per file set a while
 
 Signature = tuple[tuple[int, int, int, int], ...]
 
@@ -73,7 +75,9 @@ class TlsFiles:
             except OSError as exc:
                 if not self._signature:
                     raise StartupError(f"{self._what}: cannot read {exc.filename}: {exc.strerror}") from None
-                log.warning(
+                warnings.log(
+                    self._what,
+                    logging.WARNING,
                     "%s: cannot read %s (%s); keeping the previous certificate",
                     self._what,
                     exc.filename,
@@ -83,7 +87,9 @@ class TlsFiles:
             cert, key = contents[0], contents[1]
             if not matching(cert, key):
                 if self._signature:
-                    log.warning(
+                    warnings.log(
+                        self._what,
+                        logging.WARNING,
                         "%s: the new certificate and key do not match yet; keeping the previous pair",
                         self._what,
                     )
