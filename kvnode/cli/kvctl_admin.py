@@ -12,7 +12,7 @@ from kvnode.cli.kvctl_core import EXIT_FAILED, EXIT_OK, Session, command
 from kvnode.client.reconfig import Reconfigurer, describe
 from kvnode.config import parse_peers
 from kvnode.core.membership import Member, Membership
-from kvnode.core.names import new_backup_id
+from kvnode.core.names import new_backup_id, parse_host_port
 
 
 def _progress(message: str) -> None:
@@ -20,9 +20,13 @@ def _progress(message: str) -> None:
 
 
 def _member_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "add", "remove"), help="what to do")
+    parser.add_argument("action", choices=("list", "add", "remove", "set-peer"), help="what to do")
     parser.add_argument(
-        "member", nargs="?", default="", help="add: ID=HOST:PORT of a running node; remove: ID"
+        "member",
+        nargs="?",
+        default="",
+        help="add: ID=HOST:PORT[/PEERPORT] of a running node; remove: ID; "
+        "set-peer: ID=HOST:PORT, where the member serves its peers (--peer-listen)",
     )
 
 
@@ -70,6 +74,13 @@ async def _change_members(action: str, target: str, session: Session) -> Members
             (peer,) = parse_peers(target)
             peer_address = peer.peer_address if peer.peer_address != peer.address else ""
             return await reconfig.add(peer.node_id, peer.address, peer_address)
+        if action == "set-peer":
+            member_id, sep, peer_address = target.partition("=")
+            if not sep or not member_id:
+                raise ValueError("member set-peer needs ID=HOST:PORT, e.g. kv-0=10.0.0.1:7001")
+            if peer_address:
+                parse_host_port(peer_address, what=f"peer address of {member_id}")
+            return await reconfig.set_peer_address(member_id, peer_address)
         if not target:
             raise ValueError("member remove needs the member's ID")
         return await reconfig.remove(target)

@@ -131,6 +131,23 @@ class Reconfigurer:
             await self.install(current)
         return current
 
+    async def set_peer_address(self, member_id: str, peer_address: str) -> Membership:
+        """Record where ``member_id`` serves its peers (its ``--peer-listen``; empty: its client
+        address) in the next epoch. Its peers dial it there from then on, and its client port stops
+        serving Replica: the node must already listen there (docs/security.md, "Peer ports")."""
+        current = await self.current()
+        existing = current.member(member_id)
+        if existing is None:
+            raise FailedPrecondition(f"{member_id} is not a member")
+        if existing.peer_address == peer_address:
+            return current
+        members = tuple(
+            replace(m, peer_address=peer_address) if m.id == member_id else m for m in current.members
+        )
+        current = replace(current, epoch=current.epoch + 1, members=members)
+        await self.install(current)
+        return current
+
     async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership:
         """Make ``member_id`` (already running at ``address``, serving peers at ``peer_address``,
         empty if on ``address`` too) an ACTIVE member with its data."""

@@ -5,17 +5,17 @@ upgrade from single-port memberships. Real node processes."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 import grpc
 import pytest
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
+from kvnode.cli.kvctl import main as kvctl_main
 from kvnode.client import Credentials, KVClient
 from kvnode.client.reconfig import Reconfigurer
 from kvnode.core.certs import ADMIN_ROLE, PEER_ROLE
-from kvnode.core.membership import Membership, MemberState
+from kvnode.core.membership import Membership
 from kvnode.testing.processes import ProcessCluster, wait_for
 from kvnode.testing.tls import TestPKI
 
@@ -93,28 +93,28 @@ async def _remove(cluster: ProcessCluster, admin: Credentials | None, node_id: s
 def test_the_upgrade_from_single_port_memberships_moves_replication_without_a_restart(tmp_path: Path) -> None:
     """Step 1: nodes run with --peer-listen while the membership knows only their client
     addresses (as a cluster made before peer ports): they keep replicating over the client ports.
-    Step 2: a membership that records the peer ports moves replication there."""
+    Step 2: ``kvctl member set-peer`` records each member's peer port, one epoch each; replication
+    moves there member by member, and writes at ALL work all along."""
     pki = TestPKI(tmp_path / "pki")
+    cert, key = pki.ca.issue("kvctl-admin", [ADMIN_ROLE]).write(tmp_path, "admin")
     with ProcessCluster(tmp_path, 3, partitions=32, pki=pki, peer_ports=True) as cluster:
         cluster.start(peers=legacy_peers(cluster, 3))
         peer = pki.client("p", [PEER_ROLE])
         assert digests(cluster[0].address, peer) == grpc.StatusCode.OK  # still served on the client port
+        flags = ["--endpoints", ",".join(cluster.endpoints), "--cacert", str(pki.ca_file)]
+        flags += ["--cert", str(cert), "--key", str(key)]
         with KVClient(cluster.endpoints, credentials=cluster.credentials, consistency="ALL") as kv:
-            kv.put("before", "1")
-            asyncio.run(_move_to_peer_ports(cluster))
-            kv.put("after", "2")
-            assert kv.get("before").value == b"1"  # type: ignore[union-attr]
+            kv.put("before", "0")
+            for i, node in enumerate(cluster.nodes):
+                assert (
+                    kvctl_main([*flags, "member", "set-peer", f"{node.node_id}=127.0.0.1:{node.peer_port}"])
+                    == 0
+                )
+                kv.put(f"after-{i}", "1")
+            assert kv.get("before").value == b"0"  # type: ignore[union-attr]
         assert digests(cluster[0].address, peer) == grpc.StatusCode.PERMISSION_DENIED
-        assert cluster.admin.membership().members[0].peer_address == f"127.0.0.1:{cluster[0].peer_port}"
-
-
-async def _move_to_peer_ports(cluster: ProcessCluster) -> None:
-    async with Reconfigurer.connect(cluster.endpoints, credentials=cluster.credentials) as reconfig:
-        current = await reconfig.current()
-        ports = {n.node_id: f"127.0.0.1:{n.peer_port}" for n in cluster.nodes}
-        members = tuple(dataclasses.replace(m, peer_address=ports[m.id]) for m in current.members)
-        assert all(m.state == MemberState.ACTIVE for m in members)
-        await reconfig.install(dataclasses.replace(current, epoch=current.epoch + 1, members=members))
+        members = cluster.admin.membership().members
+        assert [m.peer_address for m in members] == [f"127.0.0.1:{n.peer_port}" for n in cluster.nodes]
 
 
 pytestmark = pytest.mark.timeout(240)
