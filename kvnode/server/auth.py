@@ -149,6 +149,12 @@ class Authorizer:
         self, context: grpc.aio.ServicerContext[Any, Any], service: str, method: str
     ) -> Identity | None:
         """The caller if allowed (None when this port authenticates no one), else :class:`Refused`."""
+        if self._peer_port and service == "Admin" and method not in OPEN_ADMIN:
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the peer port serves Replica and Admin/GetMembership only, not Admin/{method}; "
+                "use the client port",
+            )
         if service == "Replica" and self._moved is not None and (moved := self._moved()):
             raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -174,7 +180,10 @@ class Authorizer:
 
     def guard(self, fn: BoundHandler, service: str, method: str) -> BoundHandler:
         """``fn`` behind the check; ``fn`` itself when this port authenticates no one."""
-        if not self.enabled and (service != "Replica" or self._moved is None):
+        always = (service == "Replica" and self._moved is not None) or (
+            self._peer_port and service == "Admin" and method not in OPEN_ADMIN
+        )
+        if not self.enabled and not always:
             return fn
         name = f"{service}/{method}" if service != "KV" else method  # as kvnode_requests names it
         audit = service == "Admin" and method not in ("Status", "GetMembership", "ListBackups")

@@ -12,7 +12,7 @@ import pytest
 
 from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
 from kvnode.cli.kvctl import main as kvctl_main
-from kvnode.client import Credentials, KVClient
+from kvnode.client import Admin, Credentials, KVClient, PermissionDenied
 from kvnode.client.reconfig import Reconfigurer
 from kvnode.core.certs import ADMIN_ROLE, PEER_ROLE
 from kvnode.core.membership import Membership
@@ -118,3 +118,16 @@ def test_the_upgrade_from_single_port_memberships_moves_replication_without_a_re
 
 
 pytestmark = pytest.mark.timeout(240)
+
+
+def test_a_plaintext_peer_port_still_serves_no_admin_call_but_get_membership(tmp_path: Path) -> None:
+    """Even without peer TLS, the peer port is no back door to the Admin service."""
+    with ProcessCluster(tmp_path, 1, replication_factor=1, partitions=16, peer_ports=True) as cluster:
+        cluster.start()
+        peer_port = f"127.0.0.1:{cluster[0].peer_port}"
+        with Admin.connect(timeout=5) as admin:
+            assert admin.membership(peer_port).members[0].id == "kv-0"
+            with pytest.raises(
+                PermissionDenied, match="peer port serves Replica and Admin/GetMembership only"
+            ):
+                admin.delete_backup(str(tmp_path), "kv-0", address=peer_port)
