@@ -72,6 +72,8 @@ class Load:
     prefix: bytes = b"bench/"
     coalesce: bool = True
     """For the client ops: whether the client library coalesces its calls."""
+    tls: tuple[bytes, bytes, bytes] | None = None
+    """PEM CA, client certificate and key, for a target that serves mutual TLS."""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -218,7 +220,7 @@ class _Worker:
     async def _methods(self, load: Load) -> dict[str, Call]:
         """The call each endpoint's slots make: a raw stub per endpoint, or the one client."""
         if load.op not in CLIENT_OPS:
-            return {e: _method(load, await self._channel(e)) for e in load.endpoints}
+            return {e: _method(load, await self._channel(e, load.tls)) for e in load.endpoints}
         where = (load.endpoints, load.consistency, load.coalesce)
         kv = self.clients.get(where)
         if kv is None:
@@ -232,10 +234,16 @@ class _Worker:
         method = _client_method(load, kv)
         return dict.fromkeys(load.endpoints, method)
 
-    async def _channel(self, endpoint: str) -> grpc.aio.Channel:
+    async def _channel(self, endpoint: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.Channel:
         channel = self.channels.get(endpoint)
         if channel is None:
-            channel = self.channels[endpoint] = grpc.aio.insecure_channel(endpoint)
+            if tls is None:
+                channel = grpc.aio.insecure_channel(endpoint)
+            else:
+                ca, cert, key = tls
+                creds = grpc.ssl_channel_credentials(ca, key, cert)
+                channel = grpc.aio.secure_channel(endpoint, creds)
+            self.channels[endpoint] = channel
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
         return channel
 

@@ -190,6 +190,13 @@ class NodeMetrics:
         info.labels(node_id, version).set(1)
         self._requests = _RequestCollector()
         r.register(self._requests)
+        self.auth_refusals = Counter(
+            "kvnode_auth_refusals",
+            "Calls refused before their handler: UNAUTHENTICATED (no or unknown credentials) or "
+            "PERMISSION_DENIED (a role missing), by RPC.",
+            ["method", "code"],
+            registry=r,
+        )
         self.commit_batch = Histogram(
             "kvnode_group_commit_batch_size",
             "Operations per group commit.",
@@ -367,6 +374,9 @@ class NodeMetrics:
                 sum(1 for m in membership.members if m.state == state)
             )
         self.partitions_owned.set(partitions_owned)
+
+    def auth_refused(self, method: str, code: str) -> None:
+        self.auth_refusals.labels(method, code).inc()
 
     def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None:
         self._requests.observe(method, consistency, code, seconds)

@@ -47,9 +47,11 @@ from kvnode.core.names import parse_host_port
 from kvnode.metrics import NodeMetrics
 from kvnode.server.admin_service import AdminService
 from kvnode.server.admission import Admission
+from kvnode.server.confinement import BackupRoot
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
 from kvnode.server.rpc import instrument
+from kvnode.server.security import PortSecurity
 from kvnode.server.serving import Server
 from kvnode.server.status import NodeStatus
 from kvnode.storage.datadir import DataDirLock, open_store
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL = 30.0
 PROBE_INTERVAL = 1.0
 PEER_WAIT = 1.0
+CERT_CHECK = 10.0
 
 
 class Node:
@@ -94,6 +97,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
+        self.security = PortSecurity(cfg, self.metrics)  # first: a bad certificate stops start-up here
         self._lock = DataDirLock(cfg.data_dir)
         try:
             self.storage, fresh, self._set_aside = open_store(
@@ -211,6 +215,8 @@ class Node:
         if cfg.scrub_interval > 0:
             self._spawn(self._every(cfg.scrub_interval, self.scrubber.run_pass, jitter=True))
         self._spawn(self._every(PROBE_INTERVAL, self._probe_unreachable))
+        if self.security.dials_with_tls:
+            self._spawn(self._every(CERT_CHECK, self._renew_links_if_rotated))
         self._serve_metrics()
         log.info(
             "node %s serving on %s (epoch %d, %d members, %d partitions)%s",
@@ -244,11 +250,12 @@ class Node:
             digests=self.storage,
             backups=self.backups,
             drain_seconds=cfg.replica_timeout * 2,
+            backup_root=BackupRoot(cfg.security.backup_root),
         )
         admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
         self.metrics.watch_admission(admission)
         return await Server.start(
-            cfg.listen,
+            self.security.client_port(self._replica_moved),
             cfg.limits,
             cfg.max_requests,
             kv=instrument(
@@ -260,17 +267,35 @@ class Node:
                 level,
             ),
             admin=instrument(admin, self.metrics, level, admission),
+            peer=self.security.peer_port(),
+            reflect=cfg.security.reflection,
         )
+
+    def _replica_moved(self) -> str:
+        """This node's peer address once the membership records one (then Replica is no longer
+        served on the client port), else empty."""
+        member = self.topology.membership.member(self.config.node_id)
+        return member.peer_address if member is not None else ""
 
     def _serve_metrics(self) -> None:
         listen = self.config.metrics_listen
         if not listen:
             return
         host, port = parse_host_port(listen, what="--metrics-listen")
+        tls = self.security.metrics_tls
         try:
-            self._metrics_server, _ = start_http_server(port, addr=host, registry=self.metrics.registry)
+            self._metrics_server, _ = start_http_server(
+                port,
+                addr=host,
+                registry=self.metrics.registry,
+                certfile=str(tls.cert_path) if tls is not None else None,
+                keyfile=str(tls.key_path) if tls is not None else None,
+            )
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
+        if tls is not None:  # a renewed certificate is taken for the next scrapes' handshakes
+            context = self._metrics_server.socket.context
+            self._spawn(self._every(CERT_CHECK, lambda: tls.reload_into(context)))
 
     # -- the parts' hooks --------------------------------------------------------------------
 
@@ -313,6 +338,7 @@ class Node:
             timeout=self.config.replica_timeout,
             metrics=self.metrics,
             in_flight=self.in_flight,
+            credentials=self.security.dial_credentials(),
         )
 
     # -- background work ---------------------------------------------------------------------
@@ -354,6 +380,12 @@ class Node:
         self.local.rebuilding = False
         self.metrics.rebuilding.set(0)
         self._health("rebuild", None)
+
+    async def _renew_links_if_rotated(self) -> None:
+        """A renewed certificate reaches the peers on new links; calls on the old ones finish."""
+        if self.security.dial_rotated():
+            log.info("the certificate for dialing peers changed: opening new links to the peers")
+            self.roster.renew(self.topology.membership, grace=2 * self.config.replica_timeout)
 
     async def _probe_unreachable(self) -> None:
         """Ask peers marked unreachable for their membership: an idle link learns that a peer is

@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 
+from e2e.chaos.channels import CREDENTIALS, open_channel
 from e2e.chaos.history import FAIL, INFO, OK, History, Op, OpKind, Outcome
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
 from kvnode.client import AsyncKVClient
@@ -200,12 +201,14 @@ class Workload:
     async def run(self, duration: float, stop: asyncio.Event | None = None) -> History:
         """Run the sessions for ``duration`` seconds (or until ``stop`` is set, or ``max_ops``)."""
         stop = stop or asyncio.Event()
-        channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in self.endpoints]
+        channels = [open_channel(e, CHANNEL_OPTIONS) for e in self.endpoints]
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
         # Writes are sent once, as for the stubs: a write retried after an ambiguous failure is two
         # applications of one recorded call, which the history cannot describe.
         client = (
-            AsyncKVClient(self.endpoints, timeout=self.config.rpc_timeout, retry_writes=False)
+            AsyncKVClient(
+                self.endpoints, timeout=self.config.rpc_timeout, retry_writes=False, credentials=CREDENTIALS.get()
+            )
             if self.config.via == "client"
             else None
         )
@@ -385,7 +388,7 @@ async def read_final(
     out: dict[str, str | None] = {}
     started = time.monotonic()
     deadline = started + timeout
-    channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in endpoints]
+    channels = [open_channel(e, CHANNEL_OPTIONS) for e in endpoints]
     try:
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
         todo = list(keys)

@@ -11,8 +11,9 @@ from kvnode.cli import kvctl_output as out
 from kvnode.cli.kvctl_core import EXIT_FAILED, EXIT_OK, Session, command
 from kvnode.cli.progress import Progress, live_wanted, rate
 from kvnode.client.reconfig import Reconfigurer, describe
+from kvnode.config import parse_peers
 from kvnode.core.membership import Member, Membership
-from kvnode.core.names import new_backup_id
+from kvnode.core.names import new_backup_id, parse_host_port
 
 
 def _progress(message: str) -> None:
@@ -20,14 +21,23 @@ def _progress(message: str) -> None:
 
 
 def _member_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "add", "remove"), help="what to do")
+    parser.add_argument("action", choices=("list", "add", "remove", "set-peer"), help="what to do")
     parser.add_argument(
-        "member", nargs="?", default="", help="add: ID=HOST:PORT of a running node; remove: ID"
+        "member",
+        nargs="?",
+        default="",
+        help="add: ID=HOST:PORT[/PEERPORT] of a running node; remove: ID; "
+        "set-peer: ID=HOST:PORT, where the member serves its peers (--peer-listen)",
     )
 
 
 def _member_json(member: Member) -> dict[str, str]:
-    return {"id": member.id, "address": member.address, "state": member.state.name}
+    return {
+        "id": member.id,
+        "address": member.address,
+        "state": member.state.name,
+        "peer_address": member.peer_address,
+    }
 
 
 @command("member", "list the members, or add or remove one (data moves first)", _member_args)
@@ -45,21 +55,33 @@ def member(args: argparse.Namespace, session: Session) -> int:
     else:
         out.emit_line(f"epoch {membership.epoch}: {describe(membership)}")
         for m in membership.members:
-            out.emit_line(f"{m.id}\t{m.address}\t{m.state.name}")
+            peer = f"\tpeers at {m.peer_address}" if m.peer_address else ""
+            out.emit_line(f"{m.id}\t{m.address}\t{m.state.name}{peer}")
     return EXIT_OK
 
 
 async def _change_members(action: str, target: str, session: Session) -> Membership:
     async with Reconfigurer.connect(
-        session.endpoints, timeout=session.args.timeout, progress=_progress
+        session.endpoints,
+        timeout=session.args.timeout,
+        progress=_progress,
+        credentials=session.credentials,
     ) as reconfig:
         if action == "list":
             return await reconfig.current()
         if action == "add":
-            member_id, sep, address = target.partition("=")
-            if not sep or not member_id or not address:
-                raise ValueError("member add needs ID=HOST:PORT, e.g. kv-3=127.0.0.1:7003")
-            return await reconfig.add(member_id, address)
+            if "=" not in target:
+                raise ValueError("member add needs ID=HOST:PORT[/PEERPORT], e.g. kv-3=127.0.0.1:7003")
+            (peer,) = parse_peers(target)
+            peer_address = peer.peer_address if peer.peer_address != peer.address else ""
+            return await reconfig.add(peer.node_id, peer.address, peer_address)
+        if action == "set-peer":
+            member_id, sep, peer_address = target.partition("=")
+            if not sep or not member_id:
+                raise ValueError("member set-peer needs ID=HOST:PORT, e.g. kv-0=10.0.0.1:7001")
+            if peer_address:
+                parse_host_port(peer_address, what=f"peer address of {member_id}")
+            return await reconfig.set_peer_address(member_id, peer_address)
         if not target:
             raise ValueError("member remove needs the member's ID")
         return await reconfig.remove(target)

@@ -13,6 +13,7 @@ re-exported here. See docs/client.md.
 from kvnode.client.admin import AsyncAdmin, EndpointStatus
 from kvnode.client.aio import AsyncKVClient
 from kvnode.client.coalescer import CoalesceStats
+from kvnode.client.credentials import Credentials
 from kvnode.client.retry import RetryPolicy
 from kvnode.client.sync import Admin, KVClient
 from kvnode.client.types import (
@@ -33,8 +34,10 @@ from kvnode.core.errors import (
     InvalidArgument,
     KVError,
     NotFound,
+    PermissionDenied,
     StorageError,
     StorageFull,
+    Unauthenticated,
     Unavailable,
 )
 from kvnode.core.levels import Level
@@ -48,6 +51,7 @@ __all__ = [
     "ClientClosed",
     "CoalesceStats",
     "ConsistencyLike",
+    "Credentials",
     "DataLoss",
     "DeadlineExceeded",
     "DeleteResult",
@@ -60,11 +64,13 @@ __all__ = [
     "KeyLike",
     "Level",
     "NotFound",
+    "PermissionDenied",
     "PutResult",
     "RetryPolicy",
     "ScanPage",
     "StorageError",
     "StorageFull",
+    "Unauthenticated",
     "Unavailable",
     "Version",
     "WriteResult",

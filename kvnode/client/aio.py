@@ -13,6 +13,7 @@ from kvnode.client.admin import AsyncAdmin
 from kvnode.client.channels import ChannelPool
 from kvnode.client.coalescer import CoalesceStats
 from kvnode.client.coalescing import DEFAULT_WINDOW, Coalescing
+from kvnode.client.credentials import Credentials
 from kvnode.client.endpoints import Endpoints, parse_endpoints
 from kvnode.client.retry import RETRYABLE, RetryPolicy
 from kvnode.client.routing import Router
@@ -54,6 +55,7 @@ class ClientOptions(TypedDict, total=False):
     sleep: Sleep
     coalesce: bool
     coalesce_window: float
+    credentials: Credentials | None
 
 
 Puts = Mapping[str, KeyLike] | Mapping[bytes, KeyLike] | Iterable[tuple[KeyLike, KeyLike]]
@@ -66,7 +68,8 @@ class AsyncKVClient:
     fail with UNAVAILABLE or DEADLINE_EXCEEDED move on to another endpoint and are retried with
     backoff within ``timeout`` seconds (see :class:`RetryPolicy`). With ``route=True`` single-key
     calls go first to a replica of the key. ``on_attempt`` sees every RPC the client sends (for
-    logging or tests); ``sleep`` replaces the backoff sleep (for tests).
+    logging or tests); ``sleep`` replaces the backoff sleep (for tests). ``credentials``: TLS and a
+    bearer token (see :class:`~kvnode.client.credentials.Credentials`); plaintext without.
 
     With ``coalesce`` (the default), concurrent single-key gets, puts and deletes to the same node
     at the same level share BatchGet and BatchWrite RPCs; each caller still gets its own answer.
@@ -95,6 +98,7 @@ class AsyncKVClient:
         sleep: Sleep = asyncio.sleep,
         coalesce: bool = True,
         coalesce_window: float = DEFAULT_WINDOW,
+        credentials: Credentials | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -106,7 +110,7 @@ class AsyncKVClient:
         )
         self._endpoints = Endpoints(self.endpoints, unreachable_for=unreachable_for)
         self._on_attempt = on_attempt
-        self._pool = ChannelPool()
+        self._pool = ChannelPool(credentials=credentials)
         self._closed = False
         self._caller = Caller(
             self._pool,

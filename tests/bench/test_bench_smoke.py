@@ -109,3 +109,9 @@ def test_objectstore_smoke() -> None:
         "restore from the bucket",
     ):
         assert heading in out, out
+
+
+def test_tls_smoke() -> None:
+    out = run_script("tls.py", "--smoke", "--quiet")
+    for heading in ("Absolute figures", "Targets:", "Get 3 nodes mTLS", "Put 1 node mTLS"):
+        assert heading in out, out
