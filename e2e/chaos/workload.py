@@ -207,7 +207,10 @@ class Workload:
         # applications of one recorded call, which the history cannot describe.
         client = (
             AsyncKVClient(
-                self.endpoints, timeout=self.config.rpc_timeout, retry_writes=False, credentials=CREDENTIALS.get()
+                self.endpoints,
+                timeout=self.config.rpc_timeout,
+                retry_writes=False,
+                credentials=CREDENTIALS.get(),
             )
             if self.config.via == "client"
             else None
