@@ -28,6 +28,30 @@ def pdb(store: str) -> str:
     return store
 
 
+def network_policy(store: str) -> str:
+    return store
+
+
+def ca_secret(store: str) -> str:
+    """The store's CA: its certificate and key (only the operator reads the key)."""
+    return f"{store}-ca"
+
+
+def node_tls_secret(store: str) -> str:
+    """The node certificate every pod of the store mounts."""
+    return f"{store}-node-tls"
+
+
+def operator_tls_secret(store: str) -> str:
+    """The operator's own ``kvstore:admin`` certificate for this store's nodes."""
+    return f"{store}-operator-tls"
+
+
+def client_secret(store: str, role: str) -> str:
+    """A client identity for applications (``read``, ``write``) or people (``admin``)."""
+    return f"{store}-client-{role}"
+
+
 def pod(store: str, ordinal: int) -> str:
     return f"{store}-{ordinal}"
 
