@@ -30,8 +30,24 @@ class ConfigError(StartupError):
 
 @dataclass(frozen=True)
 class Peer:
+    """A member named by --peers. ``peer_address`` is where its Replica service and transfers are
+    served: its peer port, or, for a legacy single-port member, ``address`` itself."""
+
     node_id: str
     address: str
+    peer_address: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.peer_address:
+            object.__setattr__(self, "peer_address", self.address)
+        elif parse_host_port(self.peer_address)[0] != parse_host_port(self.address)[0]:
+            raise ValueError(f"peer {self.node_id}: its peer port must be on the host of {self.address}")
+
+    def __str__(self) -> str:
+        """As --peers writes it: ``ID=HOST:PORT``, or ``ID=HOST:PORT/PEERPORT``."""
+        if self.peer_address == self.address:
+            return f"{self.node_id}={self.address}"
+        return f"{self.node_id}={self.address}/{parse_host_port(self.peer_address)[1]}"
 
 
 def address(value: str) -> str:
@@ -42,14 +58,23 @@ def address(value: str) -> str:
 
 
 def parse_peers(value: str) -> tuple[Peer, ...]:
-    """Parse ``ID=HOST:PORT,ID=HOST:PORT``; ids and addresses must be unique."""
+    """Parse ``ID=HOST:PORT[/PEERPORT],...``: a member's client address and, when it has one, its
+    peer port on the same host; ids must be unique."""
     peers: list[Peer] = []
     for item in filter(None, (part.strip() for part in value.split(","))):
-        node_id, sep, peer_address = item.partition("=")
+        node_id, sep, addresses = item.partition("=")
         if not sep:
-            raise ValueError(f"invalid peer {item!r}: expected ID=HOST:PORT, e.g. kv-1=10.0.0.2:7000")
-        parse_host_port(peer_address, what=f"address for peer {node_id!r}")
-        peers.append(Peer(validate_node_id(node_id.strip()), peer_address.strip()))
+            raise ValueError(
+                f"invalid peer {item!r}: expected ID=HOST:PORT or ID=HOST:PORT/PEERPORT, "
+                "e.g. kv-1=10.0.0.2:7000/7001"
+            )
+        client_address, _, peer_port = addresses.strip().partition("/")
+        host, _ = parse_host_port(client_address, what=f"address for peer {node_id!r}")
+        peer_address = ""
+        if peer_port:
+            peer_address = f"{host}:{peer_port}" if ":" not in host else f"[{host}]:{peer_port}"
+            parse_host_port(peer_address, what=f"peer port for peer {node_id!r}")
+        peers.append(Peer(validate_node_id(node_id.strip()), client_address, peer_address))
     ids = [p.node_id for p in peers]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate node id in --peers: {value!r}")
@@ -57,7 +82,21 @@ def parse_peers(value: str) -> tuple[Peer, ...]:
 
 
 def _show_peers(peers: tuple[Peer, ...]) -> str:
-    return ",".join(f"{p.node_id}={p.address}" for p in peers)
+    return ",".join(str(p) for p in peers)
+
+
+def optional_path(value: str) -> Path | None:
+    """A file or folder, or empty for "not set"."""
+    return Path(value) if value.strip() else None
+
+
+def parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"invalid switch {value!r}: expected true or false")
 
 
 def _show_seconds(seconds: float) -> str:
@@ -130,6 +169,93 @@ class Limits:
         return 2 * self.max_batch_bytes + 2 * self.max_value_bytes + 1 * MIB
 
 
+def file_setting(help: str) -> Any:
+    """A setting naming a file or folder, unset by default."""
+    return setting(None, parse=optional_path, help=help)
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS, identity and confinement (etcd's flag names). Without any of them a node serves
+    plaintext to anyone, as for local development, and logs a warning that says so. See
+    docs/security.md."""
+
+    cert_file: Path | None = file_setting("PEM certificate the client port serves (turns TLS on)")
+    key_file: Path | None = file_setting("PEM key of --cert-file")
+    trusted_ca_file: Path | None = file_setting(
+        "PEM CA bundle; when set, the client port requires client certificates signed by it "
+        "(mutual TLS), whose Organization values are the caller's roles"
+    )
+    peer_listen: str = setting(
+        "",
+        parse=address,
+        help="HOST:PORT to serve the Replica service and transfers on; when set, the client port "
+        "no longer serves them",
+    )
+    peer_advertise: str = setting(
+        "",
+        parse=address,
+        help="address peers dial for the peer port (default: from --peers, else --peer-listen)",
+    )
+    peer_cert_file: Path | None = file_setting(
+        "PEM certificate the peer port serves and presents when dialing peers"
+    )
+    peer_key_file: Path | None = file_setting("PEM key of --peer-cert-file")
+    peer_trusted_ca_file: Path | None = file_setting(
+        "PEM CA bundle for the peer port: callers must present a certificate signed by it with "
+        "O=kvstore:peer, and peers dialed must present one signed by it"
+    )
+    metrics_cert_file: Path | None = file_setting("PEM certificate the metrics port serves (HTTPS)")
+    metrics_key_file: Path | None = file_setting("PEM key of --metrics-cert-file")
+    token_file: Path | None = file_setting(
+        'bearer tokens, one per line as token,name,uid,"group1,group2" (kube-apiserver\'s static '
+        "token format); re-read when it changes"
+    )
+    backup_root: Path | None = file_setting(
+        "folder that folder backup locations must resolve under (others are refused)"
+    )
+    reflection: bool = setting(True, parse=parse_bool, help="serve gRPC reflection on the client port")
+
+    def __post_init__(self) -> None:
+        pairs = (
+            ("cert_file", "key_file"),
+            ("peer_cert_file", "peer_key_file"),
+            ("metrics_cert_file", "metrics_key_file"),
+        )
+        for cert, key in pairs:
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ConfigError(f"{_flag(cert)} and {_flag(key)} go together")
+        for ca, cert in (("trusted_ca_file", "cert_file"), ("peer_trusted_ca_file", "peer_cert_file")):
+            if getattr(self, ca) is not None and getattr(self, cert) is None:
+                raise ConfigError(f"{_flag(ca)} needs {_flag(cert)}: client certificates need TLS")
+        if self.peer_cert_file is not None and not self.peer_listen:
+            raise ConfigError("--peer-cert-file needs --peer-listen: it is the peer port's certificate")
+        for name in ("peer_listen", "peer_advertise"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    parse_host_port(value, what=_flag(name))
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+
+    @property
+    def client_tls(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def peer_tls(self) -> bool:
+        return self.peer_cert_file is not None
+
+
+def _moved(address: str, peer_address: str) -> str:
+    """A membership record's peer address: empty when peers use the client address."""
+    return "" if peer_address == address else peer_address
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Everything a node is started with. Each field is a flag of ``kvnode`` (see the module)."""
@@ -160,6 +286,7 @@ class NodeConfig:
         help="level for requests that name none: ONE, QUORUM, ALL or LINEARIZABLE",
     )
     limits: Limits = field(default_factory=Limits, metadata={"settings": Limits})
+    security: Security = field(default_factory=Security, metadata={"settings": Security})
     max_requests: int = setting(
         1024,
         parse=positive_int,
@@ -263,11 +390,27 @@ class NodeConfig:
                 return peer.address
         return self.listen
 
+    @property
+    def peer_address(self) -> str:
+        """How peers reach this node's Replica service: --peer-advertise, the peer port of its own
+        --peers entry, --peer-listen, else its client address (a single-port node)."""
+        sec = self.security
+        if sec.peer_advertise:
+            return sec.peer_advertise
+        for peer in self.peers:
+            if peer.node_id == self.node_id and peer.peer_address != peer.address:
+                return peer.peer_address
+        return sec.peer_listen or self.address
+
     def initial_membership(self) -> Membership:
         """Epoch 0: the members named by --peers (or this node alone), all ACTIVE."""
-        members = [Member(p.node_id, p.address) for p in self.peers]
+        members = [
+            Member(p.node_id, p.address, peer_address=_moved(p.address, p.peer_address)) for p in self.peers
+        ]
         if self.node_id not in {m.id for m in members}:
-            members.append(Member(self.node_id, self.address))
+            members.append(
+                Member(self.node_id, self.address, peer_address=_moved(self.address, self.peer_address))
+            )
         return Membership(0, tuple(members), self.replication_factor, self.partitions)
 
     @classmethod

@@ -135,6 +135,13 @@ class NodeMetrics:
             ["method", "consistency", "code"],
             registry=r,
         )
+        self.auth_refusals = Counter(
+            "kvnode_auth_refusals",
+            "Calls refused before their handler: UNAUTHENTICATED (no or unknown credentials) or "
+            "PERMISSION_DENIED (a role missing), by RPC.",
+            ["method", "code"],
+            registry=r,
+        )
         self.latency = Histogram(
             "kvnode_request_duration_seconds",
             "Client request latency by RPC and consistency level.",
@@ -308,6 +315,9 @@ class NodeMetrics:
                 sum(1 for m in membership.members if m.state == state)
             )
         self.partitions_owned.set(partitions_owned)
+
+    def auth_refused(self, method: str, code: str) -> None:
+        self.auth_refusals.labels(method, code).inc()
 
     def observe_request(self, method: str, consistency: str, code: str, seconds: float) -> None:
         key = (method, consistency, code)

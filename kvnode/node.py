@@ -48,6 +48,7 @@ from kvnode.server.admission import Admission
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
 from kvnode.server.rpc import instrument
+from kvnode.server.security import PortSecurity
 from kvnode.server.serving import Server
 from kvnode.server.status import NodeStatus
 from kvnode.storage.datadir import DataDirLock, open_store
@@ -92,6 +93,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
+        self.security = PortSecurity(cfg, self.metrics)  # first: a bad certificate stops start-up here
         self._lock = DataDirLock(cfg.data_dir)
         try:
             self.storage, fresh, self._set_aside = open_store(
@@ -239,7 +241,7 @@ class Node:
         admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
         self.metrics.watch_admission(admission)
         return await Server.start(
-            cfg.listen,
+            self.security.client_port(self._replica_moved),
             cfg.limits,
             cfg.max_requests,
             kv=instrument(
@@ -251,7 +253,15 @@ class Node:
                 level,
             ),
             admin=instrument(admin, self.metrics, level, admission),
+            peer=self.security.peer_port(),
+            reflect=cfg.security.reflection,
         )
+
+    def _replica_moved(self) -> str:
+        """This node's peer address once the membership records one (then Replica is no longer
+        served on the client port), else empty."""
+        member = self.topology.membership.member(self.config.node_id)
+        return member.peer_address if member is not None else ""
 
     def _serve_metrics(self) -> None:
         listen = self.config.metrics_listen
@@ -304,6 +314,7 @@ class Node:
             timeout=self.config.replica_timeout,
             metrics=self.metrics,
             in_flight=self.in_flight,
+            credentials=self.security.dial_credentials(),
         )
 
     # -- background work ---------------------------------------------------------------------

@@ -194,6 +194,17 @@ def _global_flags() -> list[tuple[str, dict[str, Any]]]:
             },
         ),
         ("--output", {"choices": ("text", "json"), "default": "text", "help": "output format"}),
+        ("--cacert", {"default": None, "help": "PEM CA bundle that signed the nodes' certificates (TLS)"}),
+        ("--cert", {"default": None, "help": "PEM client certificate, for mutual TLS"}),
+        ("--key", {"dest": "key_file", "metavar": "KEY", "default": None, "help": "PEM key of --cert"}),
+        (
+            "--token",
+            {"default": None, "show": lambda _: "", "help": "bearer token (from the node's --token-file)"},
+        ),
+        (
+            "--server-name",
+            {"default": None, "help": "name to check the node's certificate for (default: the host dialled)"},
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ import sys
 from kvnode.cli import kvctl_output as out
 from kvnode.cli.kvctl_core import EXIT_FAILED, EXIT_OK, Session, command
 from kvnode.client.reconfig import Reconfigurer, describe
+from kvnode.config import parse_peers
 from kvnode.core.membership import Member, Membership
 from kvnode.core.names import new_backup_id
 
@@ -50,15 +51,19 @@ def member(args: argparse.Namespace, session: Session) -> int:
 
 async def _change_members(action: str, target: str, session: Session) -> Membership:
     async with Reconfigurer.connect(
-        session.endpoints, timeout=session.args.timeout, progress=_progress
+        session.endpoints,
+        timeout=session.args.timeout,
+        progress=_progress,
+        credentials=session.credentials,
     ) as reconfig:
         if action == "list":
             return await reconfig.current()
         if action == "add":
-            member_id, sep, address = target.partition("=")
-            if not sep or not member_id or not address:
-                raise ValueError("member add needs ID=HOST:PORT, e.g. kv-3=127.0.0.1:7003")
-            return await reconfig.add(member_id, address)
+            if "=" not in target:
+                raise ValueError("member add needs ID=HOST:PORT[/PEERPORT], e.g. kv-3=127.0.0.1:7003")
+            (peer,) = parse_peers(target)
+            peer_address = peer.peer_address if peer.peer_address != peer.address else ""
+            return await reconfig.add(peer.node_id, peer.address, peer_address)
         if not target:
             raise ValueError("member remove needs the member's ID")
         return await reconfig.remove(target)

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvnode.client import KVClient
+from kvnode.client import Credentials, KVClient
 from kvnode.client.aio import ClientOptions
 
 EXIT_OK = 0
@@ -23,14 +23,28 @@ class Session:
         self.args = args
         self.json = args.output == "json"
         self._client: KVClient | None = None
+        self._credentials: Credentials | None = None
 
     @property
     def endpoints(self) -> tuple[str, ...]:
         endpoints: tuple[str, ...] = self.args.endpoints
         return endpoints
 
+    @property
+    def credentials(self) -> Credentials:
+        """--cacert, --cert, --key, --token (files read once, on first use)."""
+        if self._credentials is None:
+            a = self.args
+            self._credentials = Credentials.from_files(a.cacert, a.cert, a.key_file, a.token, a.server_name)
+        return self._credentials
+
     def client_options(self, *, route: bool) -> ClientOptions:
-        return {"timeout": self.args.timeout, "consistency": self.args.consistency, "route": route}
+        return {
+            "timeout": self.args.timeout,
+            "consistency": self.args.consistency,
+            "route": route,
+            "credentials": self.credentials,
+        }
 
     @property
     def client(self) -> KVClient:

@@ -12,6 +12,7 @@ re-exported here. See docs/client.md.
 
 from kvnode.client.admin import AsyncAdmin, EndpointStatus
 from kvnode.client.aio import AsyncKVClient
+from kvnode.client.credentials import Credentials
 from kvnode.client.retry import RetryPolicy
 from kvnode.client.sync import Admin, KVClient
 from kvnode.client.types import (
@@ -32,8 +33,10 @@ from kvnode.core.errors import (
     InvalidArgument,
     KVError,
     NotFound,
+    PermissionDenied,
     StorageError,
     StorageFull,
+    Unauthenticated,
     Unavailable,
 )
 from kvnode.core.levels import Level
@@ -46,6 +49,7 @@ __all__ = [
     "Attempt",
     "ClientClosed",
     "ConsistencyLike",
+    "Credentials",
     "DataLoss",
     "DeadlineExceeded",
     "DeleteResult",
@@ -58,11 +62,13 @@ __all__ = [
     "KeyLike",
     "Level",
     "NotFound",
+    "PermissionDenied",
     "PutResult",
     "RetryPolicy",
     "ScanPage",
     "StorageError",
     "StorageFull",
+    "Unauthenticated",
     "Unavailable",
     "Version",
     "WriteResult",

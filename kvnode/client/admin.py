@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2
 from kvnode.api.v1 import admin_pb2, types_pb2
 from kvnode.client import transport as rpc
 from kvnode.client.channels import ChannelPool
+from kvnode.client.credentials import Credentials
 from kvnode.client.endpoints import Endpoints, parse_endpoints
 from kvnode.client.retry import RetryPolicy
 from kvnode.client.transport import Caller, Req, Resp, Sleep
@@ -61,12 +62,14 @@ class AsyncAdmin:
         timeout: float = 10.0,
         retries: int = 0,
         sleep: Sleep = asyncio.sleep,
+        credentials: Credentials | None = None,
     ) -> AsyncAdmin:
         """An admin client of its own, for tools that need no KV client. ``endpoints`` serve calls
         made with ``address=None``; without them every call names its node. By default each call is
         one RPC (``retries=0``): the tools that drive a cluster decide themselves when to try again.
-        Close it (or use ``async with``) to close its channels."""
-        pool = ChannelPool()
+        ``credentials``: TLS and token (see :class:`Credentials`). Close it (or use ``async with``) to
+        close its channels."""
+        pool = ChannelPool(credentials=credentials)
         policy = RetryPolicy(attempts=retries + 1)
         caller = Caller(
             pool, policy, timeout=timeout, attempt_timeout=None, sleep=sleep, observe=lambda _: None

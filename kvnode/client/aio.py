@@ -11,6 +11,7 @@ from kvnode.api.v1 import admin_pb2, kv_pb2
 from kvnode.client import transport as rpc
 from kvnode.client.admin import AsyncAdmin
 from kvnode.client.channels import ChannelPool
+from kvnode.client.credentials import Credentials
 from kvnode.client.endpoints import Endpoints, parse_endpoints
 from kvnode.client.retry import RETRYABLE, RetryPolicy
 from kvnode.client.routing import Router
@@ -50,6 +51,7 @@ class ClientOptions(TypedDict, total=False):
     unreachable_for: float
     on_attempt: Callable[[Attempt], None] | None
     sleep: Sleep
+    credentials: Credentials | None
 
 
 Puts = Mapping[str, KeyLike] | Mapping[bytes, KeyLike] | Iterable[tuple[KeyLike, KeyLike]]
@@ -62,7 +64,8 @@ class AsyncKVClient:
     fail with UNAVAILABLE or DEADLINE_EXCEEDED move on to another endpoint and are retried with
     backoff within ``timeout`` seconds (see :class:`RetryPolicy`). With ``route=True`` single-key
     calls go first to a replica of the key. ``on_attempt`` sees every RPC the client sends (for
-    logging or tests); ``sleep`` replaces the backoff sleep (for tests).
+    logging or tests); ``sleep`` replaces the backoff sleep (for tests). ``credentials``: TLS and a
+    bearer token (see :class:`~kvnode.client.credentials.Credentials`); plaintext without.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class AsyncKVClient:
         unreachable_for: float = 10.0,
         on_attempt: Callable[[Attempt], None] | None = None,
         sleep: Sleep = asyncio.sleep,
+        credentials: Credentials | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -93,7 +97,7 @@ class AsyncKVClient:
         )
         self._endpoints = Endpoints(self.endpoints, unreachable_for=unreachable_for)
         self._on_attempt = on_attempt
-        self._pool = ChannelPool()
+        self._pool = ChannelPool(credentials=credentials)
         self._closed = False
         self._caller = Caller(
             self._pool,

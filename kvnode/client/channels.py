@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from kvnode.api.v1 import admin_pb2_grpc, kv_pb2_grpc
+from kvnode.client.credentials import Credentials
 from kvnode.client.types import ClientClosed
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -43,8 +44,11 @@ class ChannelPool:
     """Channels by address. Must be used from one event loop: grpc.aio channels belong to the loop
     that created them."""
 
-    def __init__(self, options: list[tuple[str, Any]] | None = None) -> None:
+    def __init__(
+        self, options: list[tuple[str, Any]] | None = None, credentials: Credentials | None = None
+    ) -> None:
         self._options = CHANNEL_OPTIONS if options is None else options
+        self.credentials = credentials or Credentials()
         self._stubs: dict[str, Stubs] = {}
         self._closed = False
 
@@ -53,7 +57,7 @@ class ChannelPool:
         if stubs is None:
             if self._closed:
                 raise ClientClosed()
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            channel = self.credentials.channel(address, self._options)
             stubs = self._stubs[address] = Stubs(
                 channel,
                 kv_pb2_grpc.KVStub(channel),

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client.admin import AsyncAdmin
+from kvnode.client.credentials import Credentials
 from kvnode.core.errors import FailedPrecondition, KVError, Unavailable
 from kvnode.core.membership import Member, Membership, MemberState
 
@@ -72,10 +73,11 @@ class Reconfigurer:
         timeout: float = 10.0,
         transfer_timeout: float = 3600.0,
         progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> AsyncIterator[Reconfigurer]:
         """``async with Reconfigurer.connect(seeds) as reconfig``: over an admin client of its own,
         with ``timeout`` seconds per call, closed at the end."""
-        async with AsyncAdmin.connect(timeout=timeout) as admin:
+        async with AsyncAdmin.connect(timeout=timeout, credentials=credentials) as admin:
             yield cls(admin, seeds, transfer_timeout=transfer_timeout, progress=progress)
 
     async def current(self) -> Membership:
@@ -129,8 +131,9 @@ class Reconfigurer:
             await self.install(current)
         return current
 
-    async def add(self, member_id: str, address: str) -> Membership:
-        """Make ``member_id`` (already running at ``address``) an ACTIVE member with its data."""
+    async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership:
+        """Make ``member_id`` (already running at ``address``, serving peers at ``peer_address``,
+        empty if on ``address`` too) an ACTIVE member with its data."""
         current = await self.bootstrap()
         existing = current.member(member_id)
         if existing is not None and existing.state == MemberState.ACTIVE and existing.address == address:
@@ -139,7 +142,7 @@ class Reconfigurer:
             raise FailedPrecondition(f"{member_id} is leaving; finish removing it before adding it back")
         if existing is None:
             _refuse_concurrent_change(current)
-            members = (*current.members, Member(member_id, address, MemberState.JOINING))
+            members = (*current.members, Member(member_id, address, MemberState.JOINING, peer_address))
             current = replace(current, epoch=current.epoch + 1, members=members)
             await self.install(current)
         else:

@@ -17,6 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, Unpack
 
 from kvnode.client.admin import AsyncAdmin
 from kvnode.client.aio import AsyncKVClient, ClientOptions
+from kvnode.client.credentials import Credentials
 from kvnode.client.types import ClientClosed
 from kvnode.core.membership import Membership
 
@@ -109,11 +110,17 @@ class Admin(Bridge[AsyncAdmin]):
 
     @classmethod
     def connect(
-        cls, endpoints: str | Iterable[str] = (), *, timeout: float = 10.0, retries: int = 0
+        cls,
+        endpoints: str | Iterable[str] = (),
+        *,
+        timeout: float = 10.0,
+        retries: int = 0,
+        credentials: Credentials | None = None,
     ) -> Admin:
         """See :meth:`AsyncAdmin.connect`."""
         admin = cls(
-            AsyncAdmin.connect(endpoints, timeout=timeout, retries=retries), LoopThread("kvadmin-loop")
+            AsyncAdmin.connect(endpoints, timeout=timeout, retries=retries, credentials=credentials),
+            LoopThread("kvadmin-loop"),
         )
         admin._owns_loop = True
         return admin

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from kvnode.api.v1 import admin_pb2, kv_pb2, types_pb2
 from kvnode.client.channels import ChannelPool, Stubs
+from kvnode.client.credentials import Credentials
 from kvnode.client.retry import RETRYABLE, RetryPolicy, never_sent, overloaded
 from kvnode.client.types import Attempt
 from kvnode.core.errors import DeadlineExceeded, KVError, from_status
@@ -78,15 +79,19 @@ RESTORE: Rpc[admin_pb2.RestoreRequest, admin_pb2.RestoreResponse] = Rpc(
 )
 
 
-def translate(exc: grpc.aio.AioRpcError, address: str, seconds: float) -> KVError:
-    """The typed error for a failed RPC. Transport failures name the address; errors the node
-    raised keep the node's own message."""
+def translate(
+    exc: grpc.aio.AioRpcError, address: str, seconds: float, credentials: Credentials | None = None
+) -> KVError:
+    """The typed error for a failed RPC. Transport failures name the address (and, when TLS is the
+    likely cause, say so plainly); errors the node raised keep the node's own message."""
     code = exc.code()
     details = (exc.details() or code.name).replace("\n", " ")
     if never_sent(code, details):
         reason = "connection refused" if "refused" in details.lower() else details
         if "resolv" in details.lower():
             reason = "the name does not resolve"
+        elif credentials is not None:
+            reason = credentials.explain(details) or reason
         return from_status(code, f"cannot reach {address}: {reason}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return from_status(code, f"{address} did not answer within {seconds:.3g}s")
@@ -160,7 +165,7 @@ class Caller:
                 response = await rpc.select(self.pool.stubs(address))(request, timeout=limit)
             except grpc.aio.AioRpcError as exc:
                 seconds = time.monotonic() - started
-                error = translate(exc, address, seconds)
+                error = translate(exc, address, seconds, self.pool.credentials)
                 unreachable = never_sent(exc.code(), exc.details() or "")
                 self.observe(Attempt(rpc.name, address, number, seconds, error, unreachable))
                 last = error

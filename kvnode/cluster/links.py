@@ -72,6 +72,7 @@ class PeerLink:
         timeout: float,
         metrics: NodeMetrics,
         in_flight: InFlight | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.id = member_id
         self.address = address
@@ -81,7 +82,11 @@ class PeerLink:
         self._adopt = adopt
         self._timeout = timeout
         self._metrics = metrics
-        self._channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=PEER_CHANNEL_OPTIONS)
+        )
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         pressure = (in_flight or InFlight()).pressure

@@ -25,7 +25,7 @@ class Roster:
 
     def sync(self, membership: Membership) -> None:
         """Open links to new members, and close links to members that left or moved."""
-        wanted = {m.id: m.address for m in membership.members if m.id != self.local.id}
+        wanted = {m.id: m.replica_address for m in membership.members if m.id != self.local.id}
         for member_id, link in list(self._links.items()):
             if wanted.get(member_id) != link.address:
                 del self._links[member_id]

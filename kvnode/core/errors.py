@@ -68,6 +68,19 @@ class NotFound(KVError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class Unauthenticated(KVError):
+    """The node does not know who is calling: no client certificate or bearer token, or an
+    unknown token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(KVError):
+    """The caller is known, but none of its roles allows the call; the message names the role."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class StartupError(Exception):
     """A node cannot start (data dir taken, port in use, bad settings). Not a gRPC error: the
     message is printed for the person who started it."""
@@ -84,6 +97,8 @@ _BY_CODE: dict[grpc.StatusCode, type[KVError]] = {
         FailedPrecondition,
         DataLoss,
         NotFound,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 

@@ -36,9 +36,18 @@ def _state_name(state: MemberState | None) -> str:
 
 @dataclass(frozen=True)
 class Member:
+    """``address`` serves clients; ``peer_address`` serves peers (Replica and transfers), empty for
+    a member that serves them on ``address`` too (see docs/design.md, "Peer ports")."""
+
     id: str
     address: str
     state: MemberState = MemberState.ACTIVE
+    peer_address: str = ""
+
+    @property
+    def replica_address(self) -> str:
+        """Where peers dial this member."""
+        return self.peer_address or self.address
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,12 @@ class Membership:
         return types_pb2.Membership(
             epoch=self.epoch,
             members=[
-                types_pb2.Member(id=m.id, address=m.address, state=int(m.state))  # type: ignore[arg-type]
+                types_pb2.Member(
+                    id=m.id,
+                    address=m.address,
+                    state=int(m.state),  # type: ignore[arg-type]
+                    peer_address=m.peer_address,
+                )
                 for m in self.members
             ],
             replication_factor=self.replication_factor,
@@ -147,5 +161,5 @@ class Membership:
         for m in msg.members:
             if m.state not in MemberState._value2member_map_:
                 raise ValueError(f"member {m.id!r} has no valid state")
-            members.append(Member(m.id, m.address, MemberState(m.state)))
+            members.append(Member(m.id, m.address, MemberState(m.state), m.peer_address))
         return cls(msg.epoch, tuple(members), msg.replication_factor, msg.partitions)

@@ -1,7 +1,13 @@
-"""The node's gRPC server: its services, health checking and reflection, on one port."""
+"""The node's gRPC servers: its services, health checking and reflection on the client port, and,
+with ``--peer-listen``, the Replica service on a peer port of its own.
+
+Each port has its TLS credentials (or none: plaintext) and its :class:`~kvnode.server.auth.Authorizer`,
+which guards every handler but health's and reflection's."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -14,6 +20,7 @@ from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, kv_pb2, kv_pb2_grpc, replic
 from kvnode.config import Limits
 from kvnode.core.errors import StartupError
 from kvnode.core.names import parse_host_port
+from kvnode.server.auth import Authorizer
 from kvnode.server.rpc import lenient, reads_its_request
 
 SERVICES = (
@@ -50,16 +57,19 @@ def server_options(limits: Limits, max_requests: int) -> list[tuple[str, Any]]:
     ]
 
 
-def register(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+def register(
+    server: grpc.aio.Server, servicer: object, service: ServiceDescriptor, guard: Authorizer
+) -> None:
     """Serve ``service``'s methods from ``servicer``, as the generated ``add_*Servicer_to_server``
     would, except that a request that does not parse reaches its handler as a
     :class:`~kvnode.server.rpc.Malformed`, to be refused with INVALID_ARGUMENT (gRPC itself would
     answer UNKNOWN and log a traceback for each one). A handler that reads its request itself
     (:func:`~kvnode.server.rpc.reads_its_request`) is served as a stream of requests, which on the
-    wire is the same as one request: gRPC takes a message in only when the handler asks for it."""
+    wire is the same as one request: gRPC takes a message in only when the handler asks for it.
+    ``guard`` checks each caller first."""
     handlers = {}
     for method in service.methods:
-        fn = getattr(servicer, method.name)
+        fn = guard.guard(getattr(servicer, method.name), service.name, method.name)
         kind = (
             grpc.stream_unary_rpc_method_handler
             if reads_its_request(fn)
@@ -74,54 +84,107 @@ def register(server: grpc.aio.Server, servicer: object, service: ServiceDescript
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
 
-class Server:
-    """A started gRPC server. Health: every service SERVING once it listens; the node as a whole
-    ("") can say NOT_SERVING on its own (while it rebuilds), and everything does while it stops."""
+@dataclass(frozen=True)
+class Port:
+    """One listening port: where (``what`` names its flag in messages), its TLS credentials (None:
+    plaintext), and who may call what on it."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: Any, port: int) -> None:
-        self._server = server
-        self._health = health_servicer
+    listen: str
+    what: str
+    credentials: grpc.ServerCredentials | None
+    guard: Authorizer
+
+
+async def _open(
+    port: Port,
+    limits: Limits,
+    max_requests: int,
+    services: list[tuple[object, ServiceDescriptor]],
+    reflect: bool,
+) -> tuple[grpc.aio.Server, Any, int]:
+    parse_host_port(port.listen, what=port.what)
+    server = grpc.aio.server(options=server_options(limits, max_requests))
+    for servicer, service in services:
+        register(server, servicer, service, port.guard)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if reflect:
+        names = (
+            *(service.full_name for _, service in services),
+            reflection.SERVICE_NAME,
+            health.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+    try:
+        if port.credentials is None:
+            number = server.add_insecure_port(port.listen)
+        else:
+            number = server.add_secure_port(port.listen, port.credentials)
+    except RuntimeError:
+        number = 0
+    if not number:
+        raise StartupError(
+            f"cannot listen on {port.listen} ({port.what}): the address is in use or not local"
+        )
+    await server.start()
+    return server, health_servicer, number
+
+
+class Server:
+    """The started gRPC servers. Health: every service SERVING once it listens; the node as a whole
+    ("") can say NOT_SERVING on its own (while it rebuilds), and everything does while it stops.
+    ``port`` is the client port's number, ``peer_port`` the peer port's (None without one)."""
+
+    def __init__(self, servers: list[tuple[grpc.aio.Server, Any]], port: int, peer_port: int | None) -> None:
+        self._servers = servers
         self.port = port
+        self.peer_port = peer_port
 
     @classmethod
     async def start(
         cls,
-        listen: str,
+        client: Port,
         limits: Limits,
         max_requests: int,
         *,
         kv: kv_pb2_grpc.KVServicer,
         replica: replica_pb2_grpc.ReplicaServicer,
         admin: admin_pb2_grpc.AdminServicer,
+        peer: Port | None = None,
+        reflect: bool = True,
     ) -> Server:
-        parse_host_port(listen, what="--listen")
-        server = grpc.aio.server(options=server_options(limits, max_requests))
-        for servicer, service in zip((kv, replica, admin), SERVICES, strict=True):
-            register(server, servicer, service)
-        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stubs lack .aio
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server
-        )
+        """Serve KV, Replica and Admin on the ``client`` port, and with a ``peer`` port Replica and
+        Admin (for peers' GetMembership) there too. The client port's guard decides whether
+        Replica is still served there (only while the membership has no peer port for this node)."""
+        kv_service, replica_service, admin_service = SERVICES
+        on_client = [(kv, kv_service), (replica, replica_service), (admin, admin_service)]
+        servers: list[tuple[grpc.aio.Server, Any]] = []
         try:
-            port = server.add_insecure_port(listen)
-        except RuntimeError:
-            port = 0
-        if not port:
-            raise StartupError(f"cannot listen on {listen}: the address is in use or not local")
-        await server.start()
-        started = cls(server, health_servicer, port)
+            server, health_servicer, port = await _open(client, limits, max_requests, on_client, reflect)
+            servers.append((server, health_servicer))
+            peer_port = None
+            if peer is not None:
+                on_peer = [(replica, replica_service), (admin, admin_service)]
+                server, health_servicer, peer_port = await _open(peer, limits, max_requests, on_peer, False)
+                servers.append((server, health_servicer))
+        except BaseException:
+            for server, _ in servers:
+                await server.stop(None)
+            raise
+        started = cls(servers, port, peer_port)
         await started._set_all(SERVING)
         return started
 
     async def set_node_serving(self, serving: bool) -> None:
-        await self._health.set("", SERVING if serving else NOT_SERVING)
+        for _, health_servicer in self._servers:
+            await health_servicer.set("", SERVING if serving else NOT_SERVING)
 
     async def _set_all(self, status: int) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, status)
+        for _, health_servicer in self._servers:
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, status)
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING everywhere, then finish in-flight calls for up to ``grace`` seconds."""
         await self._set_all(NOT_SERVING)
-        await self._server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server, _ in self._servers))

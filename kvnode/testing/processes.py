@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client import Admin
-from kvnode.config import NodeConfig, parse_peers
+from kvnode.config import NodeConfig, Security, parse_peers
+from kvnode.testing.tls import TestPKI
 
 _used_ports: set[int] = set()
 
@@ -87,6 +88,7 @@ class NodeProcess:
     data_dir: Path
     log_path: Path
     metrics_port: int = 0
+    peer_port: int = 0
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     netns: str = ""
@@ -94,6 +96,11 @@ class NodeProcess:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def peer_entry(self) -> str:
+        """Its ``--peers`` entry: ``ID=HOST:PORT``, with ``/PEERPORT`` when it has a peer port."""
+        return f"{self.node_id}={self.address}" + (f"/{self.peer_port}" if self.peer_port else "")
 
     @property
     def metrics_address(self) -> str:
@@ -130,6 +137,8 @@ class ProcessCluster:
     inside network namespace ``netns[i]`` (``ip netns exec``; needs root). ``peer_address(a, b)``
     says how node ``a`` reaches node ``b`` (its ``--peers`` entry for ``b``), e.g. through a
     fault-injecting proxy; by default every node uses ``b.address``.
+    ``pki`` runs every node with mutual TLS from that test CA (the cluster's own admin client is
+    ``kvstore:admin``); ``peer_ports`` gives each node a peer port (with ``pki``, peer mTLS too).
     """
 
     def __init__(
@@ -148,8 +157,12 @@ class ProcessCluster:
         peer_address: Callable[[NodeProcess, NodeProcess], str] | None = None,
         env: Mapping[str, str] | None = None,
         source: Path | None = None,
+        pki: TestPKI | None = None,
+        peer_ports: bool = False,
     ) -> None:
         self.root = root
+        self.pki = pki
+        self.credentials = pki.admin() if pki is not None else None
         self.peer_address = peer_address
         self._admin: Admin | None = None
         self.replication_factor = replication_factor
@@ -170,6 +183,7 @@ class ProcessCluster:
                     data_dir=root / node_id,
                     log_path=root / f"{node_id}.log",
                     metrics_port=free_port(host) if metrics else 0,
+                    peer_port=free_port(host) if peer_ports else 0,
                     netns=netns[i] if netns else "",
                 )
             )
@@ -183,14 +197,14 @@ class ProcessCluster:
 
     @property
     def peers(self) -> str:
-        return ",".join(f"{n.node_id}={n.address}" for n in self.nodes)
+        return ",".join(n.peer_entry for n in self.nodes)
 
     def peers_for(self, node: NodeProcess) -> str:
         """The ``--peers`` value of ``node``: how it reaches every member (itself at its own address)."""
         if self.peer_address is None:
             return self.peers
         return ",".join(
-            f"{n.node_id}={n.address if n is node else self.peer_address(node, n)}" for n in self.nodes
+            n.peer_entry if n is node else f"{n.node_id}={self.peer_address(node, n)}" for n in self.nodes
         )
 
     @property
@@ -200,6 +214,9 @@ class ProcessCluster:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def config(self, node: NodeProcess, peers: str | None = None) -> NodeConfig:
+        security = Security(peer_listen=f"{node.host}:{node.peer_port}" if node.peer_port else "")
+        if self.pki is not None:
+            security = self.pki.security(node.node_id, security)
         return NodeConfig(
             node_id=node.node_id,
             listen=node.address,
@@ -208,6 +225,7 @@ class ProcessCluster:
             replication_factor=self.replication_factor,
             partitions=self.partitions,
             metrics_listen=node.metrics_address,
+            security=security,
         )
 
     def command(self, node: NodeProcess, peers: str | None = None) -> list[str]:
@@ -317,7 +335,7 @@ class ProcessCluster:
     def admin(self) -> Admin:
         """An admin client for this cluster's nodes, made on first use and closed with it."""
         if self._admin is None:
-            self._admin = Admin.connect(self.endpoints)
+            self._admin = Admin.connect(self.endpoints, credentials=self.credentials)
         return self._admin
 
     def status(self, index: int | str) -> admin_pb2.StatusResponse:

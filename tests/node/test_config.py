@@ -15,7 +15,7 @@ import pytest
 
 from kvnode import failpoints
 from kvnode.cli.node import build_parser, config_from_args
-from kvnode.config import ConfigError, Limits, NodeConfig, Peer, parse_peers
+from kvnode.config import ConfigError, Limits, NodeConfig, Peer, Security, parse_peers
 from kvnode.core.levels import Level
 from kvnode.core.units import GIB, MIB
 
@@ -25,7 +25,7 @@ EVERYTHING_SET = NodeConfig(
     listen="0.0.0.0:7100",
     advertise="kv-7.svc:7100",
     metrics_listen="127.0.0.1:9100",
-    peers=(Peer("kv-6", "kv-6.svc:7100"), Peer("kv-7", "kv-7.svc:7100")),
+    peers=(Peer("kv-6", "kv-6.svc:7100"), Peer("kv-7", "kv-7.svc:7100", "kv-7.svc:7101")),
     replication_factor=2,
     partitions=256,
     default_consistency=Level.LINEARIZABLE,
@@ -44,6 +44,21 @@ EVERYTHING_SET = NodeConfig(
     max_clock_offset=2.5,
     scrub_interval=3600.0,
     clock_offset_ms=-250,
+    security=Security(
+        cert_file=Path("/tls/tls.crt"),
+        key_file=Path("/tls/tls.key"),
+        trusted_ca_file=Path("/tls/ca.crt"),
+        peer_listen="0.0.0.0:7101",
+        peer_advertise="kv-7.peers:7101",
+        peer_cert_file=Path("/peer/tls.crt"),
+        peer_key_file=Path("/peer/tls.key"),
+        peer_trusted_ca_file=Path("/peer/ca.crt"),
+        metrics_cert_file=Path("/m/tls.crt"),
+        metrics_key_file=Path("/m/tls.key"),
+        token_file=Path("/tokens.csv"),
+        backup_root=Path("/backups"),
+        reflection=False,
+    ),
 )
 """A configuration in which every setting differs from its default."""
 
@@ -188,3 +203,42 @@ def test_a_failpoint_is_none_unless_the_environment_sets_it() -> None:
     environ = {failpoints.ENV: "ack-before-replication=250ms"}
     assert failpoints.enabled(environ) == {"ack-before-replication": "250ms"}
     assert failpoints.duration("ack-before-replication", environ) == 0.25
+
+
+# -- security flags (#12) ------------------------------------------------------------------------
+
+
+def test_peers_entries_name_a_peer_port_on_the_same_host() -> None:
+    peers = parse_peers("a=10.0.0.1:7000/7001,b=h.svc:7000,c=[::1]:7000/7001")
+    assert [(p.address, p.peer_address) for p in peers] == [
+        ("10.0.0.1:7000", "10.0.0.1:7001"),
+        ("h.svc:7000", "h.svc:7000"),  # a single-port member: peers use its client address
+        ("[::1]:7000", "[::1]:7001"),
+    ]
+    assert ",".join(map(str, peers)) == "a=10.0.0.1:7000/7001,b=h.svc:7000,c=[::1]:7000/7001"
+    with pytest.raises(ValueError, match="peer port for peer 'a'"):
+        parse_peers("a=h:7000/99999")
+
+
+def test_the_membership_records_peer_ports_and_leaves_single_port_members_as_they_were() -> None:
+    config = NodeConfig(node_id="a", peers=parse_peers("a=h1:7000/7001,b=h2:7000"))
+    members = {m.id: m for m in config.initial_membership().members}
+    assert (members["a"].peer_address, members["a"].replica_address) == ("h1:7001", "h1:7001")
+    assert (members["b"].peer_address, members["b"].replica_address) == ("", "h2:7000")
+    alone = NodeConfig(node_id="a", listen="h:7000", security=Security(peer_listen="h:7001"))
+    assert alone.initial_membership().members[0].peer_address == "h:7001"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cert_file": Path("c")}, "--cert-file and --key-file go together"),
+        ({"trusted_ca_file": Path("ca")}, "--trusted-ca-file needs --cert-file"),
+        ({"peer_cert_file": Path("c"), "peer_key_file": Path("k")}, "--peer-cert-file needs --peer-listen"),
+        ({"metrics_key_file": Path("k")}, "--metrics-cert-file and --metrics-key-file go together"),
+        ({"peer_listen": "nowhere"}, "--peer-listen"),
+    ],
+)
+def test_security_flags_that_cannot_work_together_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Security(**settings)

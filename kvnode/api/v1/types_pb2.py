@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvnode/api/v1/types.proto\x12\rkvnode.api.v1\"\'\n\x07Version\x12\x0b\n\x03hlc\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"^\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\'\n\x07version\x18\x04 \x01(\x0b\x32\x16.kvnode.api.v1.Version\"`\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\'\n\x07version\x18\x03 \x01(\x0b\x32\x16.kvnode.api.v1.Version\x12\x11\n\ttombstone\x18\x04 \x01(\x08\"P\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.kvnode.api.v1.MemberState\"s\n\nMembership\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12&\n\x07members\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Member\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\x12\x12\n\npartitions\x18\x04 \x01(\r*\x8a\x01\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ONSISTENCY_ONE\x10\x01\x12\x16\n\x12\x43ONSISTENCY_QUORUM\x10\x02\x12\x13\n\x0f\x43ONSISTENCY_ALL\x10\x03\x12\x1c\n\x18\x43ONSISTENCY_LINEARIZABLE\x10\x04*x\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMBER_STATE_ACTIVE\x10\x01\x12\x18\n\x14MEMBER_STATE_JOINING\x10\x02\x12\x18\n\x14MEMBER_STATE_LEAVING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kvnode/api/v1/types.proto\x12\rkvnode.api.v1\"\'\n\x07Version\x12\x0b\n\x03hlc\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"^\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\'\n\x07version\x18\x04 \x01(\x0b\x32\x16.kvnode.api.v1.Version\"`\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\'\n\x07version\x18\x03 \x01(\x0b\x32\x16.kvnode.api.v1.Version\x12\x11\n\ttombstone\x18\x04 \x01(\x08\"f\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.kvnode.api.v1.MemberState\x12\x14\n\x0cpeer_address\x18\x04 \x01(\t\"s\n\nMembership\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12&\n\x07members\x18\x02 \x03(\x0b\x32\x15.kvnode.api.v1.Member\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\x12\x12\n\npartitions\x18\x04 \x01(\r*\x8a\x01\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ONSISTENCY_ONE\x10\x01\x12\x16\n\x12\x43ONSISTENCY_QUORUM\x10\x02\x12\x13\n\x0f\x43ONSISTENCY_ALL\x10\x03\x12\x1c\n\x18\x43ONSISTENCY_LINEARIZABLE\x10\x04*x\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMBER_STATE_ACTIVE\x10\x01\x12\x18\n\x14MEMBER_STATE_JOINING\x10\x02\x12\x18\n\x14MEMBER_STATE_LEAVING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvnode.api.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=479
-  _globals['_CONSISTENCY']._serialized_end=617
-  _globals['_MEMBERSTATE']._serialized_start=619
-  _globals['_MEMBERSTATE']._serialized_end=739
+  _globals['_CONSISTENCY']._serialized_start=501
+  _globals['_CONSISTENCY']._serialized_end=639
+  _globals['_MEMBERSTATE']._serialized_start=641
+  _globals['_MEMBERSTATE']._serialized_end=761
   _globals['_VERSION']._serialized_start=44
   _globals['_VERSION']._serialized_end=83
   _globals['_KEYVALUE']._serialized_start=85
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORD']._serialized_start=181
   _globals['_RECORD']._serialized_end=277
   _globals['_MEMBER']._serialized_start=279
-  _globals['_MEMBER']._serialized_end=359
-  _globals['_MEMBERSHIP']._serialized_start=361
-  _globals['_MEMBERSHIP']._serialized_end=476
+  _globals['_MEMBER']._serialized_end=381
+  _globals['_MEMBERSHIP']._serialized_start=383
+  _globals['_MEMBERSHIP']._serialized_end=498
 # @@protoc_insertion_point(module_scope)

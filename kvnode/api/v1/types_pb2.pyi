@@ -173,20 +173,26 @@ class Member(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     address: _builtins.str
     """host:port of the member's gRPC endpoint. DNS names are allowed."""
     state: Global___MemberState.ValueType
+    peer_address: _builtins.str
+    """host:port where peers reach the member's Replica service and transfers (its peer port).
+    Empty for a member that serves them on `address` (one port, as before peer ports existed).
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         address: _builtins.str = ...,
         state: Global___MemberState.ValueType = ...,
+        peer_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "peer_address", b"peer_address", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
