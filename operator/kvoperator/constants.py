@@ -32,11 +32,6 @@ CONFIG_KEY_PEERS = "peers"
 TLS_VOLUME = "tls"
 TLS_MOUNT = "/etc/kvnode/tls"
 
-# Roles, as the O values of a client certificate (docs/security.md).
-ROLE_READ = "kvstore:read"
-ROLE_WRITE = "kvstore:write"
-ROLE_ADMIN = "kvstore:admin"
-ROLE_PEER = "kvstore:peer"
 # The labels of the operator's own pods (the chart's): the NetworkPolicy lets them in.
 OPERATOR_COMPONENT = "operator"
 

@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kvnode.core.certs import ADMIN_ROLE, PEER_ROLE, READ_ROLE, WRITE_ROLE, KeyPair
 from kvoperator import constants as c
 from kvoperator import names
 from kvoperator.builders.common import Body, child_metadata, stamp_hash
 from kvoperator.config import OperatorConfig
-from kvoperator.pki import KeyPair, is_ip_address
+from kvoperator.pki import is_ip_address
 from kvoperator.spec import IssuerRef
 
-CLIENT_ROLES = {"read": c.ROLE_READ, "write": c.ROLE_WRITE, "admin": c.ROLE_ADMIN}
+CLIENT_ROLES = {"read": READ_ROLE, "write": WRITE_ROLE, "admin": ADMIN_ROLE}
 CERTIFICATE_API_VERSION = "cert-manager.io/v1"
 
 
@@ -51,11 +52,11 @@ def identities(store: str, namespace: str, config: OperatorConfig) -> list[Ident
     node = Identity(
         secret=names.node_tls_secret(store),
         common_name=f"{store}.{namespace}",
-        organizations=(c.ROLE_PEER,),
+        organizations=(PEER_ROLE,),
         hosts=node_hosts(store, namespace, config),
         component="node",
     )
-    operator = Identity(names.operator_tls_secret(store), c.MANAGER, (c.ROLE_ADMIN,), component="operator")
+    operator = Identity(names.operator_tls_secret(store), c.MANAGER, (ADMIN_ROLE,), component="operator")
     clients = [
         Identity(names.client_secret(store, short), f"{store}-{short}", (role,))
         for short, role in CLIENT_ROLES.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvnode.core.certs import CertificateAuthority, KeyPair
 from kvoperator import kube, names, pki
 from kvoperator.builders.common import is_owned_by
 from kvoperator.builders.tls import (
@@ -54,14 +55,14 @@ def _foreign(p: Pass, secret: dict[str, Any]) -> bool:
     return True
 
 
-async def _ca(p: Pass) -> pki.KeyPair | None:
+async def _ca(p: Pass) -> CertificateAuthority | None:
     """The store's CA, made on the first pass (None when a Secret of that name is someone else's)."""
     namespace, name = p.observed.namespace, names.ca_secret(p.observed.name)
     secret = await p.ctx.kube.get(kube.SECRETS, namespace, name)
     if secret is None:
-        ca = pki.new_ca(f"{p.observed.name}.{namespace} kvstore CA", p.now)
+        ca = CertificateAuthority.create(f"{p.observed.name}.{namespace} kvstore CA")
         try:
-            await p.ctx.kube.create(kube.SECRETS, namespace, build_ca_secret(p.store, ca))
+            await p.ctx.kube.create(kube.SECRETS, namespace, build_ca_secret(p.store, ca.pair))
         except kube.Conflict:  # another pass made it since we looked: use theirs next pass
             return None
         p.report.wrote(f"created Secret {name}")
@@ -69,10 +70,10 @@ async def _ca(p: Pass) -> pki.KeyPair | None:
         return ca
     if _foreign(p, secret):
         return None
-    return pki.KeyPair(secret_data(secret, "tls.crt"), secret_data(secret, "tls.key"))
+    return CertificateAuthority(KeyPair(secret_data(secret, "tls.crt"), secret_data(secret, "tls.key")))
 
 
-async def _keep_issued(p: Pass, ca: pki.KeyPair, identity: Identity) -> None:
+async def _keep_issued(p: Pass, ca: CertificateAuthority, identity: Identity) -> None:
     """Issue ``identity``'s certificate if its Secret is missing, or its certificate is due."""
     namespace = p.observed.namespace
     secret = await p.ctx.kube.get(kube.SECRETS, namespace, identity.secret)
@@ -83,13 +84,13 @@ async def _keep_issued(p: Pass, ca: pki.KeyPair, identity: Identity) -> None:
         why = "its CA certificate is not the store's"
     if not why:
         return
-    pair = pki.issue(
-        ca,
+    pair = ca.issue(
         identity.common_name,
-        p.now,
-        organizations=identity.organizations,
+        identity.organizations,
         hosts=identity.hosts,
         server=bool(identity.hosts),
+        valid_for=pki.LEAF_LIFETIME,
+        not_before=p.now - pki.BACKDATE,
     )
     body = build_tls_secret(p.store, identity, pair, ca.cert)
     if secret is None:
@@ -102,5 +103,5 @@ async def _keep_issued(p: Pass, ca: pki.KeyPair, identity: Identity) -> None:
         p.store,
         "IssuedCertificate",
         f"issued {identity.common_name}'s certificate into Secret {identity.secret} ({why}); "
-        f"valid until {pki.not_after(pair.cert):%Y-%m-%dT%H:%M:%SZ}",
+        f"valid until {pair.not_after:%Y-%m-%dT%H:%M:%SZ}",
     )

@@ -9,10 +9,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kvoperator import kube, pki
+from kvoperator import kube
 from kvoperator.builders.tls import secret_data
 from kvoperator.steps import tls
 
+from kvnode.core.certs import CertificateAuthority
 from tests.operator.steps.world import NS, T0, World
 
 SECRETS = ["kv-node-tls", "kv-operator-tls", "kv-client-read", "kv-client-write", "kv-client-admin"]
@@ -90,7 +91,7 @@ async def test_a_certificate_near_expiry_is_renewed_from_the_same_ca(world: Worl
 async def test_a_certificate_from_another_ca_is_issued_again(world: World) -> None:
     world.store()
     await world.run(tls.run)
-    other = pki.issue(pki.new_ca("someone else", T0), "kv-read", T0, organizations=["kvstore:read"])
+    other = CertificateAuthority.create("someone else").issue("kv-read", ["kvstore:read"])
     data = world.kube.objects[kube.SECRETS, NS, "kv-client-read"]["data"]
     data["tls.crt"] = base64.b64encode(other.cert).decode()
     p = await world.run(tls.run)
