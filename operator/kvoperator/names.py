@@ -123,6 +123,11 @@ def pod_dns_name(store: str, ordinal: int, namespace: str, config: OperatorConfi
     return f"{pod(store, ordinal)}.{headless_service(store)}.{namespace}.{suffix}"
 
 
+def with_port(address: str, port: int) -> str:
+    """``address`` (``host:port``, ``[v6]:port``) with another port on the same host."""
+    return f"{address.rsplit(':', 1)[0]}:{port}"
+
+
 def dns_address(store: str, ordinal: int, namespace: str, port: int, config: OperatorConfig) -> str:
     return f"{pod_dns_name(store, ordinal, namespace, config)}:{port}"
 

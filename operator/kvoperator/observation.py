@@ -100,6 +100,14 @@ class Observed:
             self.name, ordinal, self.namespace, self.spec.port, pod.ip if pod else None, config
         )
 
+    def peer_addresses(self, serving: dict[int, str]) -> dict[int, str]:
+        """Ordinal -> peer address of each serving pod that has a peer port."""
+        return {
+            ordinal: names.with_port(address, port)
+            for ordinal, address in serving.items()
+            if (port := self.pods[ordinal].peer_port) is not None
+        }
+
     def serving_addresses(self, config: OperatorConfig) -> dict[int, str]:
         """Ordinal -> address of every pod that is Ready and whose node answers health checks."""
         result: dict[int, str] = {}

@@ -51,7 +51,12 @@ async def run(p: Pass) -> None:
         return
     serving = observed.serving_addresses(p.ctx.config)
     decision = plan.plan_membership(
-        observed.name, spec.replicas, spec.replication_factor, observed.membership, serving
+        observed.name,
+        spec.replicas,
+        spec.replication_factor,
+        observed.membership,
+        serving,
+        observed.peer_addresses(serving),
     )
     _refusal(p, decision.refusal)
     failure = p.memory.failure(OPERATION)
@@ -108,7 +113,7 @@ async def _change(p: Pass, reconfig: MembershipChanger, action: plan.Action) -> 
         events.normal(store, "Bootstrapped", f"membership epoch 1: {members}")
     elif isinstance(action, plan.AddMember):
         events.normal(store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it")
-        result = await reconfig.add(action.member_id, action.address)
+        result = await reconfig.add(action.member_id, action.address, action.peer_address)
         events.normal(store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})")
     elif isinstance(action, plan.RemoveMember):
         events.normal(

@@ -227,10 +227,11 @@ class FakeReconfigurer:
         await self._begin(f"install {membership.epoch}")
         self.admin.set_membership(membership)
 
-    async def add(self, member_id: str, address: str) -> Membership:
+    async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership:
         await self._begin(f"add {member_id}")
         current = self.admin.newest()
-        members = (*(m for m in current.members if m.id != member_id), Member(member_id, address))
+        member = Member(member_id, address, peer_address=peer_address)
+        members = (*(m for m in current.members if m.id != member_id), member)
         return self.admin.set_membership(replace(current, epoch=current.epoch + 1, members=members))
 
     async def remove(self, member_id: str) -> Membership:
