@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvnode.client.credentials import Credentials
 from kvnode.core.membership import Membership
 from kvoperator import kube, names, plan
+from kvoperator.builders.tls import secret_data
 from kvoperator.config import OperatorConfig
 from kvoperator.node_admin import NodeAdminApi, NodeHealth
 from kvoperator.pods import PodView
@@ -35,6 +37,13 @@ class Observed:
     membership: Membership | None = None
     restore_source: RestoreSource | None = None
     restore_missing: str = ""  # why restore_source is None although spec.restoreFrom is set
+    # How this pass talks to the store's nodes: with the operator's certificate when TLS is on.
+    admin: NodeAdminApi | None = None
+
+    @property
+    def nodes(self) -> NodeAdminApi:
+        assert self.admin is not None, "observe() sets it"
+        return self.admin
 
     @property
     def name(self) -> str:
@@ -119,6 +128,24 @@ class Observed:
         return result
 
 
+async def _credentials(
+    client: kube.KubeApi, namespace: str, store: str, spec: StoreSpec
+) -> Credentials | None:
+    """The operator's ``kvstore:admin`` identity for the store's nodes (None: plaintext, when TLS is
+    off, or before the TLS step has issued it). The node certificate names the client Service, so
+    that name is checked whichever address (pod DNS name or pod IP) is dialled."""
+    if not spec.tls.enabled:
+        return None
+    secret = await client.get(kube.SECRETS, namespace, names.operator_tls_secret(store))
+    if secret is None:
+        return None
+    ca, cert, key = (secret_data(secret, k) for k in ("ca.crt", "tls.crt", "tls.key"))
+    if not (ca and cert and key):
+        return None
+    server_name = f"{names.client_service(store)}.{namespace}.svc"
+    return Credentials(ca=ca, cert=cert, key=key, server_name=server_name)
+
+
 async def observe(
     client: kube.KubeApi, admin: NodeAdminApi, config: OperatorConfig, namespace: str, name: str
 ) -> Observed | None:
@@ -149,6 +176,7 @@ async def observe(
         if spec.restore_from.backup_name:
             kvbackup = await client.get(kube.KVBACKUPS, namespace, spec.restore_from.backup_name)
         observed.restore_source, observed.restore_missing = resolve(spec.restore_from, kvbackup)
+    admin = observed.admin = admin.for_store(await _credentials(client, namespace, name, spec))
     addresses = {
         pod.name: address
         for ordinal, pod in observed.pods.items()

@@ -90,14 +90,14 @@ def _refusal(p: Pass, refusal: str) -> None:
 
 
 def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Work:
-    ctx = p.ctx
+    ctx, nodes = p.ctx, p.observed.nodes
 
     async def work(op: Operation) -> None:
         def progress(message: str) -> None:
             op.progress = message
 
         started = time.monotonic()
-        async with ctx.admin.reconfigurer(seeds, progress) as reconfig:
+        async with nodes.reconfigurer(seeds, progress) as reconfig:
             await _change(p, reconfig, action)
         ctx.metrics.membership_change_duration.labels(KINDS[type(action)]).observe(time.monotonic() - started)
 

@@ -29,6 +29,7 @@ from kvoperator.node_admin import Health, NodeHealth, Progress
 from kvoperator.timestamps import format_micro_time
 
 from kvnode.api.v1 import admin_pb2
+from kvnode.client.credentials import Credentials
 from kvnode.core.errors import Unavailable
 from kvnode.core.membership import Member, Membership
 
@@ -253,6 +254,11 @@ class FakeAdmin:
         self.restores: list[tuple[str, str, str]] = []
         self.restore_error: BaseException | None = None
         self.verify_problems: dict[str, list[str]] = {}  # node id -> problems its verification finds
+        self.credentials: list[Credentials | None] = []  # what each pass presented
+
+    def for_store(self, credentials: Credentials | None) -> FakeAdmin:
+        self.credentials.append(credentials)
+        return self
 
     def set_membership(self, membership: Membership) -> Membership:
         for node in self.nodes.values():

@@ -132,3 +132,21 @@ async def test_an_issuer_ref_makes_cert_manager_certificates_instead(world: Worl
     world.kube.forget_calls()
     await world.run(tls.run)
     assert world.kube.writes == []
+
+
+async def test_the_operator_then_talks_to_the_nodes_as_admin_with_its_own_certificate(world: World) -> None:
+    world.store()
+    await world.run(tls.run)
+    world.admin.credentials.clear()
+    await world.new_pass()
+    (credentials,) = world.admin.credentials
+    assert credentials is not None and credentials.cert is not None
+    assert credentials.ca == secret_data(secret(world, "kv-ca"), "tls.crt")
+    assert roles(x509.load_pem_x509_certificate(credentials.cert)) == ["kvstore:admin"]
+    assert credentials.server_name == "kv.ns.svc"  # in the node certificate whatever address is dialled
+
+
+async def test_without_tls_the_operator_dials_plaintext(world: World) -> None:
+    world.store(tls={"enabled": False})
+    await world.new_pass()
+    assert world.admin.credentials == [None]
