@@ -16,6 +16,7 @@ test's assertions check real data.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import hashlib
@@ -36,8 +37,8 @@ from typing import Any
 
 from kvoperator import kube
 
+from kvnode.client import Admin, Credentials
 from kvnode.testing.convergence import membership_of
-from kvnode.testing.processes import is_serving
 from tests.operator.kubectl import ApiError, Kubectl
 
 log = logging.getLogger("tests.operator.sim")
@@ -68,6 +69,8 @@ class Container:
     restarts: int = 0
     paused: bool = False
     stopping_since: float | None = None
+    # With a TLS Secret mounted: the node's own certificate, to ask for its health as a probe would.
+    credentials: Credentials | None = None
 
 
 @dataclass
@@ -323,7 +326,10 @@ class ClusterSim:
                 self._kill(self.containers.pop(name))
                 container = None
             if container is None:
-                container = self._start(pod, sts, ip, configmaps)
+                try:
+                    container = self._start(pod, sts, ip, configmaps)
+                except LookupError:  # a Secret it mounts is not there yet: ContainerCreating
+                    return
                 self.containers[name] = container
             elif (
                 container.process.poll() is not None
@@ -336,8 +342,11 @@ class ClusterSim:
                 self.containers[name] = container
         ready = False
         if container.process.poll() is None:
-            with contextlib.suppress(Exception):
-                ready = is_serving(f"{ip}:{self._grpc_port(pod)}", timeout=0.3)
+            with (
+                contextlib.suppress(Exception),
+                Admin.connect(timeout=0.3, credentials=container.credentials) as admin,
+            ):
+                ready = admin.health(f"{ip}:{self._grpc_port(pod)}")
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or _ready(pod) != ready or status.get("podIP") != ip:
             patch = {
@@ -403,8 +412,15 @@ class ClusterSim:
                 for key, value in env.items():
                     if value.startswith(mount["mountPath"]):
                         env[key] = str(target) + value[len(mount["mountPath"]) :]
+        # Secret volumes: the Secret's keys as files in a folder of the pod's (the kubelet's copy).
+        for mount in container.get("volumeMounts") or []:
+            folder = self._secret_folder(pod, mount["name"])
+            if folder is not None:
+                for key, value in env.items():
+                    if value.startswith(mount["mountPath"]):
+                        env[key] = str(folder) + value[len(mount["mountPath"]) :]
         # The pod's own network: listen on its IP; cluster DNS: pod names resolve to pod IPs.
-        for key in ("KVNODE_LISTEN", "KVNODE_METRICS_LISTEN"):
+        for key in ("KVNODE_LISTEN", "KVNODE_METRICS_LISTEN", "KVNODE_PEER_LISTEN"):
             if key in env:
                 env[key] = re.sub(r"^0\.0\.0\.0:", f"{ip}:", env[key])
         store = sts["metadata"]["name"]
@@ -413,10 +429,33 @@ class ClusterSim:
             return f"{self.ip(store, int(match.group(1)))}:"
 
         dns = re.compile(re.escape(store) + r"-(\d+)\.[A-Za-z0-9.\-]+\.svc(?:\.[A-Za-z0-9.\-]+)?:")
-        for key in ("KVNODE_PEERS", "KVNODE_ADVERTISE"):
+        for key in ("KVNODE_PEERS", "KVNODE_ADVERTISE", "KVNODE_PEER_ADVERTISE"):
             if key in env:
                 env[key] = dns.sub(resolve, env[key])
         return env
+
+    def _secret_folder(self, pod: Body, volume_name: str) -> Path | None:
+        """The files of a Secret volume of ``pod``, written for it (None: not a Secret volume).
+        A Secret that does not exist yet raises: the kubelet waits for it (ContainerCreating)."""
+        volume = next((v for v in pod["spec"].get("volumes") or [] if v["name"] == volume_name), None)
+        if volume is None or "secret" not in volume:
+            return None
+        secret = self.kubectl.get(kube.SECRETS, self.namespace, volume["secret"]["secretName"])
+        if secret is None:
+            raise LookupError(f"Secret {volume['secret']['secretName']} does not exist yet")
+        folder = Path(self.root, "secrets", pod["metadata"]["name"], volume_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, value in (secret.get("data") or {}).items():
+            (folder / key).write_bytes(base64.b64decode(value))
+        return folder
+
+    @staticmethod
+    def _probe_credentials(env: dict[str, str]) -> Credentials | None:
+        """A probe's identity on a TLS node: the node's own certificate (its SANs name localhost)."""
+        if "KVNODE_CERT_FILE" not in env:
+            return None
+        files = (env["KVNODE_TRUSTED_CA_FILE"], env["KVNODE_CERT_FILE"], env["KVNODE_KEY_FILE"])
+        return Credentials.from_files(*files, server_name="localhost")
 
     def _start(self, pod: Body, sts: Body, ip: str, configmaps: dict[str, Body]) -> Container:
         env = self._env(pod, sts, ip, configmaps)
@@ -432,7 +471,8 @@ class ClusterSim:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "KVNODE_LOG_LEVEL": "info"},
             )
-        return Container(name, pod["metadata"]["uid"], ip, process, log_path, self._grpc_port(pod))
+        uid, port, probe = pod["metadata"]["uid"], self._grpc_port(pod), self._probe_credentials(env)
+        return Container(name, uid, ip, process, log_path, port, credentials=probe)
 
     @staticmethod
     def _kill(container: Container) -> None:
