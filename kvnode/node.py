@@ -45,6 +45,7 @@ from kvnode.core.names import parse_host_port
 from kvnode.metrics import NodeMetrics
 from kvnode.server.admin_service import AdminService
 from kvnode.server.admission import Admission
+from kvnode.server.confinement import BackupRoot
 from kvnode.server.kv_service import KVService
 from kvnode.server.replica_service import ReplicaService
 from kvnode.server.rpc import instrument
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL = 30.0
 PROBE_INTERVAL = 1.0
 PEER_WAIT = 1.0
+METRICS_CERT_CHECK = 10.0
 
 
 class Node:
@@ -237,6 +239,7 @@ class Node:
             digests=self.storage,
             backups=self.backups,
             drain_seconds=cfg.replica_timeout * 2,
+            backup_root=BackupRoot(cfg.security.backup_root),
         )
         admission = Admission(cfg.max_requests, cfg.max_request_memory, cfg.limits.grpc_message_bytes)
         self.metrics.watch_admission(admission)
@@ -268,10 +271,20 @@ class Node:
         if not listen:
             return
         host, port = parse_host_port(listen, what="--metrics-listen")
+        tls = self.security.metrics_tls
         try:
-            self._metrics_server, _ = start_http_server(port, addr=host, registry=self.metrics.registry)
+            self._metrics_server, _ = start_http_server(
+                port,
+                addr=host,
+                registry=self.metrics.registry,
+                certfile=str(tls.cert_path) if tls is not None else None,
+                keyfile=str(tls.key_path) if tls is not None else None,
+            )
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
+        if tls is not None:  # a renewed certificate is taken for the next scrapes' handshakes
+            context = self._metrics_server.socket.context
+            self._spawn(self._every(METRICS_CERT_CHECK, lambda: tls.reload_into(context)))
 
     # -- the parts' hooks --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from e2e.chaos.channels import open_channel
 from e2e.chaos.checker import Digests
 from kvnode.api.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from kvnode.core.membership import Membership
@@ -19,7 +20,7 @@ from kvnode.core.placement import Placement
 
 
 async def _admin(endpoint: str) -> tuple[grpc.aio.Channel, admin_pb2_grpc.AdminAsyncStub]:
-    channel = grpc.aio.insecure_channel(endpoint)
+    channel = open_channel(endpoint)
     return channel, admin_pb2_grpc.AdminStub(channel)
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from e2e.chaos import cluster, report
+from e2e.chaos.channels import CREDENTIALS
 from e2e.chaos.checker import CheckResult, check_history
 from e2e.chaos.faults import FaultLog
 from e2e.chaos.history import History
 from e2e.chaos.workload import Clock, Workload, WorkloadConfig, read_final
+from kvnode.client import Credentials
 
 FaultScript = Callable[[FaultLog], Awaitable[None]]
 Heal = Callable[[], Awaitable[None]]
@@ -70,10 +72,14 @@ async def run(
     history: History | None = None,
     lin_time_limit: float = 30.0,
     extra: Callable[[History], dict[str, Any]] | None = None,
+    credentials: Credentials | None = None,
 ) -> ScenarioResult:
     """Run the workload with ``faults`` for ``duration`` seconds, heal, converge, read the final
     values, check, and save the report under ``artifacts/name``. If anything raises, the history so
-    far is saved there with an incomplete report, and the error's notes give the seed and folder."""
+    far is saved there with an incomplete report, and the error's notes give the seed and folder.
+    ``credentials``: for a cluster that serves TLS (every channel the run opens uses them)."""
+    if credentials is not None:
+        CREDENTIALS.set(credentials)  # this task's context, inherited by the tasks it starts
     clock = clock or Clock()
     history = history or History()
     history.meta.setdefault("seed", config.seed)  # in the saved history even if the workload never starts

@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from e2e.chaos.channels import open_channel
 from e2e.chaos.history import FAIL, INFO, OK, History, Op, OpKind, Outcome
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc, types_pb2
 
@@ -189,7 +190,7 @@ class Workload:
     async def run(self, duration: float, stop: asyncio.Event | None = None) -> History:
         """Run the sessions for ``duration`` seconds (or until ``stop`` is set, or ``max_ops``)."""
         stop = stop or asyncio.Event()
-        channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in self.endpoints]
+        channels = [open_channel(e, CHANNEL_OPTIONS) for e in self.endpoints]
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
         deadline = self.clock.now() + duration
         master = random.Random(self.config.seed)
@@ -328,7 +329,7 @@ async def read_final(
     out: dict[str, str | None] = {}
     started = time.monotonic()
     deadline = started + timeout
-    channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in endpoints]
+    channels = [open_channel(e, CHANNEL_OPTIONS) for e in endpoints]
     try:
         stubs = [kv_pb2_grpc.KVStub(c) for c in channels]
         todo = list(keys)

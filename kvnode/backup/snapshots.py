@@ -30,7 +30,7 @@ from pathlib import Path
 
 import lmdb
 
-from kvnode.core.errors import InvalidArgument, NotFound
+from kvnode.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from kvnode.core.names import check_backup_id
 from kvnode.core.records import Record
 from kvnode.storage.engine import Storage
@@ -252,10 +252,21 @@ def list_backups(directory: str) -> list[list[Manifest]]:
     return sorted(backups, key=lambda ms: (min(m.created_unix for m in ms), ms[0].backup_id))
 
 
+def _partial(entry: Path) -> bool:
+    return entry.name.startswith(".") and entry.name.endswith(".partial") and not entry.is_symlink()
+
+
 def delete_backup(directory: str, backup_id: str) -> bool:
+    """Remove a backup: only a folder whose every entry is a node's snapshot with its manifest, so
+    that a wrong directory (a node's data folder, /tmp) is refused rather than deleted."""
     check_backup_id(backup_id)
     folder = _directory(directory) / backup_id
     if not folder.is_dir():
         return False
+    entries = [e for e in folder.iterdir() if not _partial(e)]  # a crashed backup leaves these
+    if not entries or any(e.is_symlink() or not (e / MANIFEST).is_file() for e in entries):
+        raise FailedPrecondition(
+            f"{folder} is not a backup (a folder of node snapshots with manifests); not deleted"
+        )
     shutil.rmtree(folder)
     return True

@@ -3,6 +3,10 @@
 Each node gets ``<data-dir>/kv-<i>`` and a log file beside it, so starting again with the same
 data directory brings the same cluster back with its data. Ctrl-C (or SIGTERM) stops every node
 gracefully.
+
+With ``--tls`` the nodes serve mutual TLS: a CA, a certificate per node and an admin client
+certificate are made in ``<data-dir>/tls`` (once; later starts reuse them), and the kvctl line
+printed at start-up uses them.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 from types import FrameType
 
 from kvnode.cli.options import LOG_LEVELS, EnvArgs, typed
-from kvnode.client import Admin
+from kvnode.client import Admin, Credentials
 from kvnode.client.reconfig import Reconfigurer
-from kvnode.config import NodeConfig, Peer
+from kvnode.config import NodeConfig, Peer, Security
+from kvnode.core.certs import ADMIN_ROLE, CertificateAuthority, KeyPair
 from kvnode.core.errors import KVError, StartupError
 from kvnode.core.units import parse_duration
 
@@ -58,10 +63,60 @@ def build_parser() -> argparse.ArgumentParser:
     env.add("--replication-factor", type=int, default=3, help="replicas per partition")
     env.add("--anti-entropy-interval", type=typed(parse_duration), default=60.0, help="between rounds")
     env.add("--log-level", choices=LOG_LEVELS, default="info", help="the nodes' log verbosity")
+    env.add(
+        "--tls",
+        action="store_true",
+        default=False,
+        help="serve mutual TLS, with a CA and certificates made in <data-dir>/tls",
+    )
     return parser
 
 
-def plan(args: argparse.Namespace) -> list[LocalNode]:
+@dataclass(frozen=True)
+class LocalTls:
+    """The files ``--tls`` makes: the CA, one certificate per node, and kvctl's admin one."""
+
+    folder: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / "ca.crt"
+
+    def node(self, node_id: str) -> tuple[Path, Path]:
+        return self.folder / f"{node_id}.crt", self.folder / f"{node_id}.key"
+
+    @property
+    def admin(self) -> tuple[Path, Path]:
+        return self.folder / "admin.crt", self.folder / "admin.key"
+
+    def make(self, node_ids: list[str], host: str) -> None:
+        """Make what is missing: the CA first (kept, with its key, for later starts)."""
+        ca_key = self.folder / "ca.key"
+        if self.ca_file.exists() and ca_key.exists():
+            ca = CertificateAuthority(KeyPair(self.ca_file.read_bytes(), ca_key.read_bytes()))
+        else:
+            ca = CertificateAuthority.create("kvnode local-cluster CA")
+            ca.pair.write(self.folder, "ca")
+        hosts = list(dict.fromkeys(["localhost", "127.0.0.1", host]))
+        for node_id in node_ids:
+            if not self.node(node_id)[0].exists():
+                ca.node(node_id, hosts).write(self.folder, node_id)
+        if not self.admin[0].exists():
+            ca.issue("local-admin", [ADMIN_ROLE]).write(self.folder, "admin")
+
+    def security(self, node_id: str) -> Security:
+        cert, key = self.node(node_id)
+        return Security(cert_file=cert, key_file=key, trusted_ca_file=self.ca_file)
+
+    def credentials(self) -> Credentials:
+        return Credentials.from_files(self.ca_file, *self.admin)
+
+    def kvctl_flags(self) -> str:
+        cert, key = self.admin
+        return f"--cacert {self.ca_file} --cert {cert} --key {key}"
+
+
+def plan(args: argparse.Namespace, tls: LocalTls | None = None) -> list[LocalNode]:
     addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
     peers = tuple(Peer(f"kv-{i}", address) for i, address in enumerate(addresses))
     return [
@@ -74,6 +129,7 @@ def plan(args: argparse.Namespace) -> list[LocalNode]:
                 replication_factor=args.replication_factor,
                 anti_entropy_interval=args.anti_entropy_interval,
                 metrics_listen=f"{args.host}:{args.metrics_base_port + i}" if args.metrics_base_port else "",
+                security=tls.security(f"kv-{i}") if tls is not None else Security(),
             ),
             log_path=args.data_dir / f"kv-{i}.log",
         )
@@ -98,10 +154,10 @@ def wait_serving(admin: Admin, node: LocalNode, deadline: float) -> str | None:
     return f"not serving after {READY_TIMEOUT:.0f}s"
 
 
-async def bootstrap(seeds: list[str]) -> None:
+async def bootstrap(seeds: list[str], credentials: Credentials | None = None) -> None:
     """Give the cluster a real epoch: a node whose data directory is later wiped then rebuilds
     from its peers."""
-    async with Reconfigurer.connect(seeds, progress=lambda _: None) as reconfig:
+    async with Reconfigurer.connect(seeds, progress=lambda _: None, credentials=credentials) as reconfig:
         await reconfig.bootstrap()
 
 
@@ -132,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1:
         print("kvnode local-cluster: error: --nodes must be at least 1", file=sys.stderr)
         return 2
+    tls = LocalTls(args.data_dir / "tls") if args.tls else None
     try:
-        nodes = plan(args)
+        if tls is not None:
+            tls.make([f"kv-{i}" for i in range(args.nodes)], args.host)
+        nodes = plan(args, tls)
     except StartupError as exc:
         print(f"kvnode local-cluster: error: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                     start_new_session=True,
                 )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT
-        with Admin.connect() as admin:
+        credentials = tls.credentials() if tls is not None else None
+        with Admin.connect(credentials=credentials) as admin:
             for node in nodes:
                 problem = wait_serving(admin, node, deadline)
                 if problem is not None:
@@ -162,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)  # fmt: skip
                     print(tail(node.log_path), file=sys.stderr)
                     return 1
-        asyncio.run(bootstrap([n.address for n in nodes]))
+        asyncio.run(bootstrap([n.address for n in nodes], credentials))
         endpoints = ",".join(n.address for n in nodes)
+        if tls is not None:
+            endpoints += " " + tls.kvctl_flags()
         print(f"Local cluster of {len(nodes)} nodes is up, data in {args.data_dir}/:")
         for node in nodes:
             metrics_listen = node.config.metrics_listen

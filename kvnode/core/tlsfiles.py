@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ class TlsFiles:
     threads."""
 
     def __init__(self, cert: Path, key: Path, ca: Path | None, *, what: str) -> None:
+        self.cert_path, self.key_path = cert, key
         self._paths = [cert, key] + ([ca] if ca is not None else [])
         self._what = what
         self._lock = threading.Lock()
@@ -109,6 +111,11 @@ class TlsFiles:
         """Credentials for a new channel to a peer, from the files as they are now."""
         self.refresh()
         return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+    async def reload_into(self, context: ssl.SSLContext) -> None:
+        """Put a changed certificate into ``context`` (an HTTPS server's), for its next handshakes."""
+        if self.refresh():
+            context.load_cert_chain(self.cert_path, self.key_path)
 
 
 def _describe(cert: bytes) -> str:

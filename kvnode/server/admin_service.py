@@ -17,6 +17,7 @@ from kvnode.cluster.transfer import TransferStatus
 from kvnode.core.errors import InvalidArgument
 from kvnode.core.levels import Level, resolve
 from kvnode.core.membership import Membership
+from kvnode.server.confinement import BackupRoot
 from kvnode.server.rpc import handler
 from kvnode.server.validation import check_partitions
 
@@ -91,6 +92,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         digests: DigestSource,
         backups: BackupControl,
         drain_seconds: float,
+        backup_root: BackupRoot | None = None,
     ) -> None:
         self._node_id = node_id
         self._status = status
@@ -100,6 +102,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self._digests = digests
         self._backups = backups
         self._drain_seconds = drain_seconds
+        self._root = backup_root or BackupRoot(None)
 
     @handler("Admin/Status")
     async def Status(self, request: admin_pb2.StatusRequest, context: Ctx) -> admin_pb2.StatusResponse:
@@ -161,14 +164,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     @handler("Admin/Backup")
     async def Backup(self, request: admin_pb2.BackupRequest, context: Ctx) -> admin_pb2.BackupManifest:
-        return _manifest_proto(await self._backups.take(request.directory, request.backup_id))
+        return _manifest_proto(
+            await self._backups.take(self._root.folder(request.directory), request.backup_id)
+        )
 
     @handler("Admin/VerifyBackup")
     async def VerifyBackup(
         self, request: admin_pb2.VerifyBackupRequest, context: Ctx
     ) -> admin_pb2.VerifyBackupResponse:
         manifests, problems = await self._backups.verify(
-            request.directory, request.backup_id, request.node_id
+            self._root.folder(request.directory), request.backup_id, request.node_id
         )
         return admin_pb2.VerifyBackupResponse(
             ok=not problems, manifests=[_manifest_proto(m) for m in manifests], problems=problems
@@ -178,7 +183,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def ListBackups(
         self, request: admin_pb2.ListBackupsRequest, context: Ctx
     ) -> admin_pb2.ListBackupsResponse:
-        backups = await self._backups.list(request.directory)
+        backups = await self._backups.list(self._root.folder(request.directory))
         return admin_pb2.ListBackupsResponse(
             backups=[
                 admin_pb2.BackupSummary(
@@ -196,11 +201,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.DeleteBackupRequest, context: Ctx
     ) -> admin_pb2.DeleteBackupResponse:
         return admin_pb2.DeleteBackupResponse(
-            deleted=await self._backups.delete(request.directory, request.backup_id)
+            deleted=await self._backups.delete(self._root.folder(request.directory), request.backup_id)
         )
 
     @handler("Admin/Restore")
     async def Restore(self, request: admin_pb2.RestoreRequest, context: Ctx) -> admin_pb2.RestoreResponse:
         level = resolve(request.consistency, Level.QUORUM)
-        records, keys = await self._backups.restore(request.directory, request.backup_id, level)
+        records, keys = await self._backups.restore(
+            self._root.folder(request.directory), request.backup_id, level
+        )
         return admin_pb2.RestoreResponse(records=records, keys=keys)

@@ -35,11 +35,21 @@ class PortSecurity:
             if sec.cert_file is not None and sec.key_file is not None
             else None
         )
+        self._metrics_tls = (
+            TlsFiles(sec.metrics_cert_file, sec.metrics_key_file, None, what="--metrics-cert-file")
+            if sec.metrics_cert_file is not None and sec.metrics_key_file is not None
+            else None
+        )
         self.peer_tls = (
             TlsFiles(sec.peer_cert_file, sec.peer_key_file, sec.peer_trusted_ca_file, what="--peer-cert-file")
             if sec.peer_cert_file is not None and sec.peer_key_file is not None
             else None
         )
+
+    @property
+    def metrics_tls(self) -> TlsFiles | None:
+        """The metrics port's certificate (HTTPS; scrapers need no client certificate)."""
+        return self._metrics_tls
 
     def client_port(self, replica_moved: Callable[[], str]) -> Port:
         """``replica_moved``: this node's peer address once the membership records it (see

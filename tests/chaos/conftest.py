@@ -16,6 +16,7 @@ from e2e.chaos.history import History
 from e2e.chaos.proxy import ProxyMesh
 from e2e.chaos.workload import Clock
 from kvnode.testing.processes import ProcessCluster
+from kvnode.testing.tls import TestPKI
 
 # The issue gives the chaos scenarios about 8 minutes of CI time in all; reported, never enforced.
 BUDGET_SECONDS = 480.0
@@ -91,7 +92,8 @@ MakeLab = Callable[..., Lab]
 @pytest.fixture
 def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
     """``make_lab(size=3, network="loopback"|"proxy"|"netns", extra_args=(), node_args={i: [...]},
-    env={...})``; ``env`` reaches every node (failpoints, see ``kvnode.failpoints``)."""
+    env={...}, tls=False)``; ``env`` reaches every node (failpoints, see ``kvnode.failpoints``);
+    ``tls``: client and peer mutual TLS on peer ports (loopback or proxy networks)."""
     cleanups: list[Callable[[], None]] = []
 
     def make(
@@ -102,8 +104,11 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
         node_args: dict[int, list[str]] | None = None,
         partitions: int = 64,
         env: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> Lab:
         root = tmp_path / f"cluster{len(cleanups)}"
+        if tls and network != "loopback":
+            raise ValueError("tls=True runs on the loopback network only")
         partitioner: Partitioner | None = None
         if network == "netns":
             ok, why = netns.available()
@@ -117,7 +122,10 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
             )  # fmt: skip
             partitioner = NetnsPartitioner(lab)
         else:
-            cluster = ProcessCluster(root, size, partitions=partitions, extra_args=extra_args, env=env)
+            pki = TestPKI(root / "pki") if tls else None
+            cluster = ProcessCluster(
+                root, size, partitions=partitions, extra_args=extra_args, env=env, pki=pki, peer_ports=tls
+            )
             if network == "proxy":
                 mesh = ProxyMesh()
                 cleanups.append(mesh.close)

@@ -40,7 +40,8 @@ async def run(
 ) -> scenario.ScenarioResult:
     return await scenario.run(
         name, lab.endpoints, cfg, duration=duration, artifacts=artifacts,
-        heal=lab.faults.heal, clock=lab.clock, history=lab.history, **kw,
+        heal=lab.faults.heal, clock=lab.clock, history=lab.history,
+        credentials=lab.cluster.credentials, **kw,
     )  # fmt: skip
 
 
@@ -74,6 +75,18 @@ async def test_crash_recovery(make_lab: MakeLab, artifacts: Path) -> None:
 
     cfg = config(sessions=6, keys=40, levels=("QUORUM", "QUORUM", "LINEARIZABLE"))
     assert_clean(await run(lab, "crash-recovery", cfg, 12, artifacts, faults=faults), linearizable=True)
+
+
+async def test_crash_recovery_with_client_and_peer_tls(make_lab: MakeLab, artifacts: Path) -> None:
+    """The crash scenario on a cluster that serves mutual TLS on client and peer ports: restarts,
+    hints and reconnects all go through TLS handshakes, and nothing acknowledged is lost."""
+    lab = make_lab(tls=True)
+
+    async def faults(log: FaultLog) -> None:
+        await lab.faults.crash(1, after=2, down_for=3)
+
+    cfg = config(sessions=6, keys=40, levels=("QUORUM", "QUORUM", "LINEARIZABLE"))
+    assert_clean(await run(lab, "crash-recovery-tls", cfg, 10, artifacts, faults=faults), linearizable=True)
 
 
 async def test_kill_minority_of_five(make_lab: MakeLab, artifacts: Path) -> None:

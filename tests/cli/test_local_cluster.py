@@ -3,6 +3,7 @@ the same data after a restart on the same data directory."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
 import subprocess
@@ -45,12 +46,12 @@ def _free_run(count: int) -> int:
 class LocalCluster:
     """``kvnode local-cluster`` in a subprocess, its output collected as it comes."""
 
-    def __init__(self, data_dir: Path, base_port: int) -> None:
+    def __init__(self, data_dir: Path, base_port: int, *extra: str) -> None:
         kvnode = Path(sys.executable).with_name("kvnode")  # the installed command, as a user types it
         command = [str(kvnode)] if kvnode.exists() else [sys.executable, "-m", "kvnode"]
         self.process = subprocess.Popen(
             [*command, "local-cluster", "--nodes", str(NODES), "--data-dir", str(data_dir),
-             "--base-port", str(base_port), "--metrics-base-port", "0"],
+             "--base-port", str(base_port), "--metrics-base-port", "0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.output: list[str] = []
@@ -138,3 +139,21 @@ def test_a_node_that_cannot_start_is_reported_with_its_log(tmp_path: Path, base_
     assert "node kv-0 exited with code 1" in result.stderr
     assert f"cannot listen on 127.0.0.1:{base_port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tls_makes_a_ca_and_certificates_and_prints_the_kvctl_line_that_uses_them(
+    tmp_path: Path, base_port: int, started: list[LocalCluster]
+) -> None:
+    data_dir = tmp_path / "kvdata"
+    cluster = LocalCluster(data_dir, base_port, "--tls")
+    started.append(cluster)
+    cluster.wait_up()
+    line = next(text for text in cluster.text.splitlines() if "put hello world" in text)
+    args = shlex.split(line)
+    assert args[0] == "kvctl" and "--cacert" in args and str(data_dir / "tls" / "ca.crt") in args
+    assert kvctl(*args[1:]).returncode == 0
+    got = kvctl(*args[1:-3], "get", "hello")
+    assert (got.returncode, got.stdout) == (0, b"world")
+    plaintext = kvctl("get", "hello", endpoints=cluster.endpoints)
+    assert plaintext.returncode == 3 and b"serves TLS" in plaintext.stderr
+    assert cluster.interrupt() == 0

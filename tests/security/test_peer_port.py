@@ -1,0 +1,120 @@
+"""Clusters whose nodes talk to each other on peer ports with mutual TLS: replication at every
+level, hints, a join and a decommission, the peer port's refusal of client certificates, and the
+upgrade from single-port memberships. Real node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kvnode.api.v1 import replica_pb2, replica_pb2_grpc
+from kvnode.client import Credentials, KVClient
+from kvnode.client.reconfig import Reconfigurer
+from kvnode.core.certs import ADMIN_ROLE, PEER_ROLE
+from kvnode.core.membership import Membership, MemberState
+from kvnode.testing.processes import ProcessCluster, wait_for
+from kvnode.testing.tls import TestPKI
+
+
+def digests(address: str, credentials: Credentials) -> grpc.StatusCode:
+    """The status of a Replica call made with ``credentials``'s certificate."""
+    creds = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
+    with grpc.secure_channel(address, creds) as channel:
+        try:
+            replica_pb2_grpc.ReplicaStub(channel).Digests(replica_pb2.DigestsRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def legacy_peers(cluster: ProcessCluster, count: int) -> str:
+    return ",".join(f"{n.node_id}={n.address}" for n in cluster.nodes[:count])
+
+
+def test_a_cluster_with_client_and_peer_mtls_replicates_hints_joins_and_decommissions(tmp_path: Path) -> None:
+    pki = TestPKI(tmp_path / "pki")
+    with ProcessCluster(tmp_path, 4, partitions=32, pki=pki, peer_ports=True) as cluster:
+        three = ",".join(n.peer_entry for n in cluster.nodes[:3])
+        cluster.start([0, 1, 2], peers=three)
+        admin = cluster.credentials
+        keys = [f"k{i:03d}" for i in range(60)]
+        with KVClient(cluster.endpoints[:3], credentials=admin, timeout=10) as kv:
+            for key in keys[:30]:
+                kv.put(key, key, consistency="QUORUM")
+            for key in keys[:30]:
+                assert kv.get(key, consistency="LINEARIZABLE").value == key.encode()  # type: ignore[union-attr]
+
+            # Hints: writes while kv-2 is down reach it when it is back.
+            cluster.kill(2)
+            for key in keys[30:]:
+                kv.put(key, key, consistency="QUORUM")
+        cluster.start(2, peers=three)
+        with KVClient([cluster[2].address], credentials=admin, route=False, consistency="ONE") as alone:
+            wait_for(lambda: alone.get(keys[-1]) is not None, 30, "kv-2 to receive its hints")
+
+        # The peer port takes peers only; the client port no longer serves Replica.
+        assert digests(f"127.0.0.1:{cluster[0].peer_port}", pki.client("op", [ADMIN_ROLE])) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            digests(f"127.0.0.1:{cluster[0].peer_port}", pki.client("p", [PEER_ROLE])) == grpc.StatusCode.OK
+        )
+        assert digests(cluster[0].address, pki.client("p", [PEER_ROLE])) == grpc.StatusCode.PERMISSION_DENIED
+
+        # A join, then a decommission, over the peer ports.
+        new = cluster[3]
+        cluster.start(3, peers=f"{three},{new.peer_entry}")
+        membership = asyncio.run(_add(cluster, admin, new.node_id, new.address, f"127.0.0.1:{new.peer_port}"))
+        assert [m.peer_address for m in membership.members] == [
+            f"127.0.0.1:{n.peer_port}" for n in cluster.nodes
+        ]
+        asyncio.run(_remove(cluster, admin, "kv-0"))
+        with KVClient(cluster.endpoints[1:], credentials=admin, timeout=10) as kv:
+            for key in keys:
+                assert kv.get(key, consistency="ALL").value == key.encode()  # type: ignore[union-attr]
+
+
+async def _add(
+    cluster: ProcessCluster, admin: Credentials | None, node_id: str, address: str, peer: str
+) -> Membership:
+    async with Reconfigurer.connect(cluster.endpoints[:3], credentials=admin, timeout=30) as reconfig:
+        return await reconfig.add(node_id, address, peer)
+
+
+async def _remove(cluster: ProcessCluster, admin: Credentials | None, node_id: str) -> Membership:
+    async with Reconfigurer.connect(cluster.endpoints[1:], credentials=admin, timeout=30) as reconfig:
+        return await reconfig.remove(node_id)
+
+
+def test_the_upgrade_from_single_port_memberships_moves_replication_without_a_restart(tmp_path: Path) -> None:
+    """Step 1: nodes run with --peer-listen while the membership knows only their client
+    addresses (as a cluster made before peer ports): they keep replicating over the client ports.
+    Step 2: a membership that records the peer ports moves replication there."""
+    pki = TestPKI(tmp_path / "pki")
+    with ProcessCluster(tmp_path, 3, partitions=32, pki=pki, peer_ports=True) as cluster:
+        cluster.start(peers=legacy_peers(cluster, 3))
+        peer = pki.client("p", [PEER_ROLE])
+        assert digests(cluster[0].address, peer) == grpc.StatusCode.OK  # still served on the client port
+        with KVClient(cluster.endpoints, credentials=cluster.credentials, consistency="ALL") as kv:
+            kv.put("before", "1")
+            asyncio.run(_move_to_peer_ports(cluster))
+            kv.put("after", "2")
+            assert kv.get("before").value == b"1"  # type: ignore[union-attr]
+        assert digests(cluster[0].address, peer) == grpc.StatusCode.PERMISSION_DENIED
+        assert cluster.admin.membership().members[0].peer_address == f"127.0.0.1:{cluster[0].peer_port}"
+
+
+async def _move_to_peer_ports(cluster: ProcessCluster) -> None:
+    async with Reconfigurer.connect(cluster.endpoints, credentials=cluster.credentials) as reconfig:
+        current = await reconfig.current()
+        ports = {n.node_id: f"127.0.0.1:{n.peer_port}" for n in cluster.nodes}
+        members = tuple(dataclasses.replace(m, peer_address=ports[m.id]) for m in current.members)
+        assert all(m.state == MemberState.ACTIVE for m in members)
+        await reconfig.install(dataclasses.replace(current, epoch=current.epoch + 1, members=members))
+
+
+pytestmark = pytest.mark.timeout(240)
