@@ -10,6 +10,7 @@ nodes check their peers' names (a multi-node TLS store runs in DNS mode: the kin
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from kvoperator import kube
@@ -35,21 +36,18 @@ def identity(kubectl: Kubectl, secret: str) -> Credentials:
     return Credentials(ca=data["ca.crt"], cert=data["tls.crt"], key=data["tls.key"], server_name="localhost")
 
 
+def one_node_tls_store(name: str, port: int, **extra: Any) -> dict[str, Any]:
+    metrics = free_port()
+    return kvstore(
+        name, NAMESPACE, replicas=1, replication_factor=1, port=port, metrics_port=metrics, tls=True, **extra
+    )
+
+
 def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
     kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread
 ) -> None:
     port = free_port()
-    store = kvstore(
-        "sec",
-        NAMESPACE,
-        replicas=1,
-        replication_factor=1,
-        port=port,
-        metrics_port=free_port(),
-        tls=True,
-        backup_claim="backups",
-    )
-    kubectl.create(kube.KVSTORES, NAMESPACE, store)
+    kubectl.create(kube.KVSTORES, NAMESPACE, one_node_tls_store("sec", port, backup_claim="backups"))
     wait_status(kubectl, "sec", lambda s: is_available(s, 1), "Available over TLS", timeout=90)
     assert kubectl.get(kube.NETWORK_POLICIES, NAMESPACE, "sec") is not None
     address = sim.address("sec", 0, port)
@@ -70,16 +68,7 @@ def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
     assert status["phase"] == "Succeeded" and status["verified"] is True, status
 
     copy_port = free_port()
-    copy = kvstore(
-        "sec-copy",
-        NAMESPACE,
-        replicas=1,
-        replication_factor=1,
-        port=copy_port,
-        metrics_port=free_port(),
-        tls=True,
-        restore_from={"backupName": "sec-snap"},
-    )
+    copy = one_node_tls_store("sec-copy", copy_port, restore_from={"backupName": "sec-snap"})
     kubectl.create(kube.KVSTORES, NAMESPACE, copy)
     wait_status(
         kubectl,
