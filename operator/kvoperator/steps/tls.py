@@ -36,7 +36,15 @@ async def run(p: Pass) -> None:
     if spec.tls.issuer_ref is not None:
         for identity in wanted:
             desired = build_certificate(p.store, identity, spec.tls.issuer_ref)
-            await ensure(p, kube.CERTIFICATES, desired, CERTIFICATE_MANAGED)
+            try:
+                await ensure(p, kube.CERTIFICATES, desired, CERTIFICATE_MANAGED)
+            except kube.NotFound:
+                p.report.degrade(
+                    "CertManagerMissing",
+                    "spec.tls.issuerRef needs cert-manager, but this cluster has no "
+                    "certificates.cert-manager.io/v1 API: install cert-manager, or remove issuerRef",
+                )
+                return
         return
     ca = await _ca(p)
     if ca is None:

@@ -71,6 +71,8 @@ class FakeKube:
         self.now = now  # when a graceful deletion starts
         self.objects: dict[tuple[Resource, str | None, str], Body] = {}
         self.calls: list[Call] = []
+        # Resource types this "cluster" has no API for (a CRD not installed): creating one is a 404.
+        self.missing_resources: set[Resource] = set()
 
     # -- for the test ----------------------------------------------------------------------------
 
@@ -115,6 +117,8 @@ class FakeKube:
     async def create(self, resource: Resource, namespace: str | None, body: Body) -> Body:
         name = body["metadata"]["name"]
         self.calls.append(Call("create", resource, namespace, name, copy.deepcopy(body)))
+        if resource in self.missing_resources:
+            raise kube.NotFound(404, "NotFound", "the server could not find the requested resource")
         if (resource, namespace, name) in self.objects:
             raise kube.Conflict(409, "AlreadyExists", f"{resource.plural} {name!r} already exists")
         stored = self._stamped(copy.deepcopy(body), namespace)

@@ -150,3 +150,10 @@ async def test_without_tls_the_operator_dials_plaintext(world: World) -> None:
     world.store(tls={"enabled": False})
     await world.new_pass()
     assert world.admin.credentials == [None]
+
+
+async def test_an_issuer_ref_without_cert_manager_says_so(world: World) -> None:
+    world.store(tls={"issuerRef": {"name": "corp-ca"}})
+    world.kube.missing_resources.add(kube.CERTIFICATES)
+    p = await world.run(tls.run)
+    assert [reason for reason, _ in p.report.degraded] == ["CertManagerMissing"]
