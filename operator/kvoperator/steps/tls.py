@@ -24,6 +24,7 @@ from kvoperator.builders.tls import (
 )
 from kvoperator.children import ensure
 from kvoperator.passes import Pass
+from kvoperator.spec import IssuerRef
 
 CERTIFICATE_MANAGED = ["/spec"]
 
@@ -34,23 +35,27 @@ async def run(p: Pass) -> None:
         return
     wanted = identities(p.observed.name, p.observed.namespace, p.ctx.config)
     if spec.tls.issuer_ref is not None:
-        for identity in wanted:
-            desired = build_certificate(p.store, identity, spec.tls.issuer_ref)
-            try:
-                await ensure(p, kube.CERTIFICATES, desired, CERTIFICATE_MANAGED)
-            except kube.NotFound:
-                p.report.degrade(
-                    "CertManagerMissing",
-                    "spec.tls.issuerRef needs cert-manager, but this cluster has no "
-                    "certificates.cert-manager.io/v1 API: install cert-manager, or remove issuerRef",
-                )
-                return
+        await _by_cert_manager(p, spec.tls.issuer_ref, wanted)
         return
     ca = await _ca(p)
     if ca is None:
         return
     for identity in wanted:
         await _keep_issued(p, ca, identity)
+
+
+async def _by_cert_manager(p: Pass, issuer: IssuerRef, wanted: list[Identity]) -> None:
+    for identity in wanted:
+        desired = build_certificate(p.store, identity, issuer)
+        try:
+            await ensure(p, kube.CERTIFICATES, desired, CERTIFICATE_MANAGED)
+        except kube.NotFound:
+            p.report.degrade(
+                "CertManagerMissing",
+                "spec.tls.issuerRef needs cert-manager, but this cluster has no "
+                "certificates.cert-manager.io/v1 API: install cert-manager, or remove issuerRef",
+            )
+            return
 
 
 def _foreign(p: Pass, secret: dict[str, Any]) -> bool:
