@@ -63,10 +63,14 @@ def tls_mounts(spec: StoreSpec) -> list[Body]:
     return [{"name": c.TLS_VOLUME, "mountPath": c.TLS_MOUNT, "readOnly": True}]
 
 
-def tls_probes(spec: StoreSpec) -> tuple[Body, Body] | None:
-    """The readiness and liveness checks of a TLS node (None: the plaintext gRPC probes)."""
+def probe_checks(spec: StoreSpec) -> tuple[Body, Body]:
+    """The readiness and liveness checks: gRPC health on a plaintext node (readiness is the ""
+    service, NOT_SERVING while it rebuilds; liveness the Admin service's, SERVING while it runs)."""
     if not spec.tls.enabled:
-        return None
+        return (
+            {"grpc": {"port": spec.port, "service": c.HEALTH_READINESS_SERVICE}},
+            {"grpc": {"port": spec.port, "service": c.HEALTH_LIVENESS_SERVICE}},
+        )
     readiness = {"tcpSocket": {"port": "grpc"}}
     liveness = {"httpGet": {"scheme": "HTTPS", "port": "metrics", "path": METRICS_PATH}}
     return readiness, liveness

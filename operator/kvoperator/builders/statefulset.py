@@ -8,7 +8,7 @@ from typing import Any
 from kvoperator import constants as c
 from kvoperator import names
 from kvoperator.builders.common import Body, child_metadata, stamp_hash
-from kvoperator.builders.node_security import security_env, tls_mounts, tls_probes, tls_volumes
+from kvoperator.builders.node_security import probe_checks, security_env, tls_mounts, tls_volumes
 from kvoperator.config import AddressMode, OperatorConfig
 from kvoperator.spec import StoreSpec
 
@@ -96,10 +96,7 @@ def build_statefulset(
             }
         )
         mounts.append({"name": c.RESTORE_VOLUME, "mountPath": config.restore_path, "readOnly": True})
-    ready_check, alive_check = tls_probes(spec) or (
-        {"grpc": {"port": spec.port, "service": c.HEALTH_READINESS_SERVICE}},
-        {"grpc": {"port": spec.port, "service": c.HEALTH_LIVENESS_SERVICE}},
-    )
+    ready_check, alive_check = probe_checks(spec)
     container: Body = {
         "name": c.CONTAINER_NAME,
         "image": spec.image or config.node_image,
