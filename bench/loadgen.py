@@ -66,6 +66,8 @@ class Load:
     batch: int = 100
     consistency: int = 0
     prefix: bytes = b"bench/"
+    tls: tuple[bytes, bytes, bytes] | None = None
+    """PEM CA, client certificate and key, for a target that serves mutual TLS."""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -188,17 +190,23 @@ class _Worker:
         self.loop = asyncio.new_event_loop()
         self.channels: dict[str, grpc.aio.Channel] = {}
 
-    async def _channel(self, endpoint: str) -> grpc.aio.Channel:
+    async def _channel(self, endpoint: str, tls: tuple[bytes, bytes, bytes] | None) -> grpc.aio.Channel:
         channel = self.channels.get(endpoint)
         if channel is None:
-            channel = self.channels[endpoint] = grpc.aio.insecure_channel(endpoint)
+            if tls is None:
+                channel = grpc.aio.insecure_channel(endpoint)
+            else:
+                ca, cert, key = tls
+                creds = grpc.ssl_channel_credentials(ca, key, cert)
+                channel = grpc.aio.secure_channel(endpoint, creds)
+            self.channels[endpoint] = channel
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
         return channel
 
     async def drive(self, load: Load, slots: list[int], start_at: float) -> Result:
         rng = random.Random(hash((load.op, slots[0], start_at)))
         requests = _requests(load, rng)
-        methods = {e: _method(load, await self._channel(e)) for e in load.endpoints}
+        methods = {e: _method(load, await self._channel(e, load.tls)) for e in load.endpoints}
         result = Result(load, seconds=load.duration)
         clock_offset = time.perf_counter() - time.time()
         window_start = start_at + load.warmup + clock_offset

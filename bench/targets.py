@@ -11,6 +11,7 @@ import grpc
 
 from kvnode.api.v1 import kv_pb2, kv_pb2_grpc
 from kvnode.testing.processes import ProcessCluster
+from kvnode.testing.tls import TestPKI
 
 PREFIX = b"bench/"
 
@@ -27,9 +28,10 @@ def kvnode_cluster(
     partitions: int = 1024,
     extra_args: Sequence[str] = (),
     source: Path | None = None,
+    pki: TestPKI | None = None,
 ) -> ProcessCluster:
     """``size`` kvnode processes (RF = size, capped at 3), started and serving; ``source`` runs the
-    kvnode of another checkout."""
+    kvnode of another checkout; ``pki``: mutual TLS on client and peer ports."""
     cluster = ProcessCluster(
         root,
         size=size,
@@ -37,6 +39,8 @@ def kvnode_cluster(
         partitions=partitions,
         extra_args=extra_args,
         source=source,
+        pki=pki,
+        peer_ports=pki is not None,
     )
     try:
         cluster.start()
@@ -50,10 +54,17 @@ def pids(cluster: ProcessCluster) -> tuple[int, ...]:
     return tuple(n.pid for n in cluster.nodes if n.running)
 
 
-def preload_kv(endpoint: str, keys: int, value_size: int, batch: int = 100) -> None:
-    """Write every key of the key space once (QUORUM batches), so reads find them."""
+def preload_kv(
+    endpoint: str, keys: int, value_size: int, batch: int = 100, tls: tuple[bytes, bytes, bytes] | None = None
+) -> None:
+    """Write every key of the key space once (QUORUM batches), so reads find them. ``tls``: PEM
+    CA, certificate and key, for a node that serves mutual TLS."""
     value = os.urandom(value_size)
-    with grpc.insecure_channel(endpoint) as channel:
+    if tls is None:
+        opened = grpc.insecure_channel(endpoint)
+    else:
+        opened = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(tls[0], tls[2], tls[1]))
+    with opened as channel:
         stub = kv_pb2_grpc.KVStub(channel)
         for start in range(0, keys, batch):
             mutations = [

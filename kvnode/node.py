@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL = 30.0
 PROBE_INTERVAL = 1.0
 PEER_WAIT = 1.0
-METRICS_CERT_CHECK = 10.0
+CERT_CHECK = 10.0
 
 
 class Node:
@@ -206,6 +206,8 @@ class Node:
         if cfg.scrub_interval > 0:
             self._spawn(self._every(cfg.scrub_interval, self.scrubber.run_pass, jitter=True))
         self._spawn(self._every(PROBE_INTERVAL, self._probe_unreachable))
+        if self.security.dials_with_tls:
+            self._spawn(self._every(CERT_CHECK, self._renew_links_if_rotated))
         self._serve_metrics()
         log.info(
             "node %s serving on %s (epoch %d, %d members, %d partitions)%s",
@@ -284,7 +286,7 @@ class Node:
             raise StartupError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
         if tls is not None:  # a renewed certificate is taken for the next scrapes' handshakes
             context = self._metrics_server.socket.context
-            self._spawn(self._every(METRICS_CERT_CHECK, lambda: tls.reload_into(context)))
+            self._spawn(self._every(CERT_CHECK, lambda: tls.reload_into(context)))
 
     # -- the parts' hooks --------------------------------------------------------------------
 
@@ -369,6 +371,12 @@ class Node:
         self.local.rebuilding = False
         self.metrics.rebuilding.set(0)
         self._health("rebuild", None)
+
+    async def _renew_links_if_rotated(self) -> None:
+        """A renewed certificate reaches the peers on new links; calls on the old ones finish."""
+        if self.security.dial_rotated():
+            log.info("the certificate for dialing peers changed: opening new links to the peers")
+            self.roster.renew(self.topology.membership, grace=2 * self.config.replica_timeout)
 
     async def _probe_unreachable(self) -> None:
         """Ask peers marked unreachable for their membership: an idle link learns that a peer is

@@ -27,7 +27,12 @@ def _member_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _member_json(member: Member) -> dict[str, str]:
-    return {"id": member.id, "address": member.address, "state": member.state.name}
+    return {
+        "id": member.id,
+        "address": member.address,
+        "state": member.state.name,
+        "peer_address": member.peer_address,
+    }
 
 
 @command("member", "list the members, or add or remove one (data moves first)", _member_args)
@@ -45,7 +50,8 @@ def member(args: argparse.Namespace, session: Session) -> int:
     else:
         out.emit_line(f"epoch {membership.epoch}: {describe(membership)}")
         for m in membership.members:
-            out.emit_line(f"{m.id}\t{m.address}\t{m.state.name}")
+            peer = f"\tpeers at {m.peer_address}" if m.peer_address else ""
+            out.emit_line(f"{m.id}\t{m.address}\t{m.state.name}{peer}")
     return EXIT_OK
 
 

@@ -34,8 +34,22 @@ class Roster:
             if member_id not in self._links:
                 self._links[member_id] = self._make_link(member_id, address)
 
-    def _close_later(self, link: RemoteReplica) -> None:
-        task = asyncio.get_running_loop().create_task(link.close())
+    def renew(self, membership: Membership, grace: float) -> None:
+        """A new link to every peer (new channels, made with the credentials as they are now: a
+        renewed certificate); the old links close after ``grace`` seconds, once the calls already
+        sent on them have had their time."""
+        old = list(self._links.values())
+        self._links.clear()
+        self.sync(membership)
+        for link in old:
+            self._close_later(link, after=grace)
+
+    def _close_later(self, link: RemoteReplica, after: float = 0.0) -> None:
+        async def close() -> None:
+            await asyncio.sleep(after)
+            await link.close()
+
+        task = asyncio.get_running_loop().create_task(close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -23,8 +23,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kvnode.core.errors import StartupError
+from kvnode.core.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+warnings = RateLimitedLog(log)  # gRPC asks at every handshake: one line per file set a while
 
 Signature = tuple[tuple[int, int, int, int], ...]
 
@@ -58,6 +60,7 @@ class TlsFiles:
         self._signature: Signature = ()
         self.cert = self.key = b""
         self.ca: bytes | None = None
+        self.generation = 0  # how many consistent sets were taken
         if not self.refresh():
             raise StartupError(f"{what}: the certificate and the key do not belong together")
 
@@ -72,7 +75,9 @@ class TlsFiles:
             except OSError as exc:
                 if not self._signature:
                     raise StartupError(f"{self._what}: cannot read {exc.filename}: {exc.strerror}") from None
-                log.warning(
+                warnings.log(
+                    self._what,
+                    logging.WARNING,
                     "%s: cannot read %s (%s); keeping the previous certificate",
                     self._what,
                     exc.filename,
@@ -82,7 +87,9 @@ class TlsFiles:
             cert, key = contents[0], contents[1]
             if not matching(cert, key):
                 if self._signature:
-                    log.warning(
+                    warnings.log(
+                        self._what,
+                        logging.WARNING,
                         "%s: the new certificate and key do not match yet; keeping the previous pair",
                         self._what,
                     )
@@ -90,6 +97,7 @@ class TlsFiles:
             self._signature = signature
             self.cert, self.key = cert, key
             self.ca = contents[2] if len(contents) > 2 else None
+            self.generation += 1
             log.info("%s: certificate loaded (%s)", self._what, _describe(cert))
             return True
 

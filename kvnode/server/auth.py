@@ -180,8 +180,8 @@ class Authorizer:
                 identity = self.check(context, service, method)
             except Refused as refused:
                 self._metrics.auth_refused(name, refused.code.name)
-                refusals.log(
-                    f"{name} {context.peer()}",
+                refusals.log(  # keyed by the message (method and identity): bounded, unlike peers
+                    refused.message,
                     logging.WARNING,
                     "refused %s from %s: %s",
                     name,

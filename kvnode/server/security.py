@@ -40,6 +40,7 @@ class PortSecurity:
             if sec.metrics_cert_file is not None and sec.metrics_key_file is not None
             else None
         )
+        self._dialed = 0
         self.peer_tls = (
             TlsFiles(sec.peer_cert_file, sec.peer_key_file, sec.peer_trusted_ca_file, what="--peer-cert-file")
             if sec.peer_cert_file is not None and sec.peer_key_file is not None
@@ -94,5 +95,26 @@ class PortSecurity:
         """For a new channel to a peer: the peer certificate, or with a single port the client-port
         one (a node's certificate serves both); None: plaintext. Read afresh when the files
         changed, so that a channel made after a rotation presents the new certificate."""
-        tls = self.peer_tls if self._config.security.peer_listen else self.client_tls
-        return tls.channel_credentials() if tls is not None else None
+        tls = self._dial_tls
+        if tls is None:
+            return None
+        credentials = tls.channel_credentials()
+        self._dialed = tls.generation
+        return credentials
+
+    @property
+    def dials_with_tls(self) -> bool:
+        return self._dial_tls is not None
+
+    def dial_rotated(self) -> bool:
+        """Whether the certificate peers are dialed with changed since the last channel was made
+        (then the links must be made again: a channel keeps the credentials it was made with)."""
+        tls = self._dial_tls
+        if tls is None:
+            return False
+        tls.refresh()
+        return tls.generation != self._dialed
+
+    @property
+    def _dial_tls(self) -> TlsFiles | None:
+        return self.peer_tls if self._config.security.peer_listen else self.client_tls

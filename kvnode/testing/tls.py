@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import socket
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,3 +70,21 @@ class TestPKI:
     def trust_only(self) -> Credentials:
         """Trusts the nodes, presents no certificate."""
         return Credentials(ca=self.ca.cert)
+
+
+def served_certificate(address: str, ca_file: Path, client: tuple[Path, Path] | None = None) -> bytes:
+    """The DER certificate a new TLS connection to ``address`` is shown (``client``: a certificate
+    and key to present, for a port that requires one)."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if client is not None:
+        context.load_cert_chain(*map(str, client))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ConnectionError(f"{address} showed no certificate")
+    return der

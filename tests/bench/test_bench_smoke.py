@@ -88,3 +88,9 @@ def test_memory_smoke() -> None:
         assert heading in out, out
     assert "failed:" not in out and "DIED" not in out, out
     assert "probes past the chart's 1Gi limit on this build: 0" in out, out
+
+
+def test_tls_smoke() -> None:
+    out = run_script("tls.py", "--smoke", "--quiet")
+    for heading in ("Absolute figures", "Targets:", "Get 3 nodes mTLS", "Put 1 node mTLS"):
+        assert heading in out, out

@@ -293,3 +293,21 @@ def test_kvctl_takes_the_etcdctl_flags(
     assert "v" in capsys.readouterr().out
     assert main([*flags, "backup", "list", "--dir", str(tmp_path)]) == 3
     assert "needs the role kvstore:admin" in capsys.readouterr().err
+
+
+def test_without_tls_flags_the_node_serves_plaintext_and_warns_once_and_reflection_can_be_off(
+    cluster_factory: Callable[..., ProcessCluster],
+) -> None:
+    cluster = cluster_factory(
+        size=1, replication_factor=1, partitions=16, extra_args=["--reflection", "false"]
+    )
+    with KVClient(cluster.endpoints) as kv:
+        kv.put("plain", "text")
+    assert cluster[0].log_tail(200).count("serving plaintext on") == 1
+    with grpc.insecure_channel(cluster.endpoints[0]) as channel, pytest.raises(grpc.RpcError) as off:
+        list(
+            reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+        )
+    assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED

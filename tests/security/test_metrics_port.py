@@ -3,7 +3,6 @@ renewed certificate is served without a restart."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -14,25 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from kvnode.testing.processes import ProcessCluster, wait_for
-from kvnode.testing.tls import TestPKI
+from kvnode.testing.tls import TestPKI, served_certificate
 
 
 def scrape(address: str, ca: Path) -> str:
     context = ssl.create_default_context(cafile=str(ca))
     with urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=context) as reply:
         return str(reply.read().decode())
-
-
-def served(address: str, ca: Path) -> bytes:
-    host, port = address.rsplit(":", 1)
-    context = ssl.create_default_context(cafile=str(ca))
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
 
 
 def test_metrics_are_served_over_https_and_a_renewed_certificate_is_taken(tmp_path: Path) -> None:
@@ -54,4 +41,6 @@ def test_metrics_are_served_over_https_and_a_renewed_certificate_is_taken(tmp_pa
         renewed = pki.ca.issue("metrics", [], hosts=["localhost", "127.0.0.1"], server=True)
         renewed.write(pki.root, "metrics")
         der = x509.load_pem_x509_certificate(renewed.cert).public_bytes(Encoding.DER)
-        wait_for(lambda: served(address, pki.ca_file) == der, 40, "the renewed metrics certificate")
+        wait_for(
+            lambda: served_certificate(address, pki.ca_file) == der, 40, "the renewed metrics certificate"
+        )
