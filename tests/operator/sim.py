@@ -92,6 +92,7 @@ class ClusterSim:
     _thread: threading.Thread | None = None
     _scheduled: itertools.cycle[str] | None = None
     _ready_nodes: list[str] = field(default_factory=list)
+    _secrets: dict[str, Body] = field(default_factory=dict)  # this round's, by name
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class ClusterSim:
         pods = {p["metadata"]["name"]: p for p in self.kubectl.list(kube.PODS, self.namespace)}
         configmaps = {c["metadata"]["name"]: c for c in self.kubectl.list(kube.CONFIGMAPS, self.namespace)}
         nodes = {n["metadata"]["name"]: n for n in self.kubectl.list(kube.NODES)}
+        self._secrets = {s["metadata"]["name"]: s for s in self.kubectl.list(kube.SECRETS, self.namespace)}
         self._ready_nodes = [n for n in self.nodes if n in nodes and _ready(nodes[n])]
         for sts in stses:
             self._statefulset(sts, pods)
@@ -340,6 +342,7 @@ class ClusterSim:
                 container = self._start(pod, sts, ip, configmaps)
                 container.restarts = restarts
                 self.containers[name] = container
+        self._refresh_secret_volumes(pod)
         ready = False
         if container.process.poll() is None:
             with (
@@ -440,14 +443,26 @@ class ClusterSim:
         volume = next((v for v in pod["spec"].get("volumes") or [] if v["name"] == volume_name), None)
         if volume is None or "secret" not in volume:
             return None
-        secret = self.kubectl.get(kube.SECRETS, self.namespace, volume["secret"]["secretName"])
+        secret = self._secrets.get(volume["secret"]["secretName"])
         if secret is None:
             raise LookupError(f"Secret {volume['secret']['secretName']} does not exist yet")
         folder = Path(self.root, "secrets", pod["metadata"]["name"], volume_name)
         folder.mkdir(parents=True, exist_ok=True)
         for key, value in (secret.get("data") or {}).items():
-            (folder / key).write_bytes(base64.b64decode(value))
+            data, target = base64.b64decode(value), folder / key
+            if not target.exists() or target.read_bytes() != data:  # whole files, as the kubelet swaps
+                tmp = folder / f".{key}.tmp"
+                tmp.write_bytes(data)
+                tmp.replace(target)
         return folder
+
+    def _refresh_secret_volumes(self, pod: Body) -> None:
+        """As the kubelet does for a running pod: a changed Secret's files are updated in place (a
+        deleted Secret leaves them as they were)."""
+        for volume in pod["spec"].get("volumes") or []:
+            if "secret" in volume:
+                with contextlib.suppress(LookupError):
+                    self._secret_folder(pod, volume["name"])
 
     @staticmethod
     def _probe_credentials(env: dict[str, str]) -> Credentials | None:

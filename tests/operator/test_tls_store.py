@@ -1,6 +1,7 @@
 """A store with TLS on, with real nodes: the operator makes its CA and certificates, the node
-starts with them from the mounted Secret, and the operator reconciles it, takes and verifies a
-backup, and restores it into a new store, all as ``kvstore:admin`` over mutual TLS. Applications
+starts with them from the mounted Secret and takes a certificate issued again without a restart,
+and the operator reconciles it, takes and verifies a backup, and restores it into a new store, all
+as ``kvstore:admin`` over mutual TLS. Applications
 use the ``<store>-client-<role>`` Secrets; a client without a certificate gets nowhere.
 
 One node per store: the simulated pods have loopback IPs, which no node certificate names, and
@@ -10,6 +11,7 @@ nodes check their peers' names (a multi-node TLS store runs in DNS mode: the kin
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from kvoperator import kube
 from kvnode.client import Credentials, KVClient
 from kvnode.core.errors import KVError, PermissionDenied
 from kvnode.testing.processes import free_port, wait_for
+from kvnode.testing.tls import served_certificate
 from tests.operator.conftest import NAMESPACE, OperatorThread
 from tests.operator.helpers import is_available, wait_status
 from tests.operator.kubectl import Kubectl
@@ -28,12 +31,34 @@ from tests.operator.test_backup_restore import wait_backup
 KEYS = [b"tls-%03d" % i for i in range(50)]
 
 
-def identity(kubectl: Kubectl, secret: str) -> Credentials:
-    """An application's identity from a Secret, as a pod mounting it would read the files."""
+def secret_files(kubectl: Kubectl, secret: str) -> dict[str, bytes]:
     body = kubectl.get(kube.SECRETS, NAMESPACE, secret)
     assert body is not None, f"no Secret {secret}"
-    data = {k: base64.b64decode(v) for k, v in body["data"].items()}
+    return {k: base64.b64decode(v) for k, v in body["data"].items()}
+
+
+def identity(kubectl: Kubectl, secret: str) -> Credentials:
+    """An application's identity from a Secret, as a pod mounting it would read the files."""
+    data = secret_files(kubectl, secret)
     return Credentials(ca=data["ca.crt"], cert=data["tls.crt"], key=data["tls.key"], server_name="localhost")
+
+
+def renewed_in_place(kubectl: Kubectl, sim: ClusterSim, address: str, folder: Path) -> None:
+    """The node certificate issued again (its Secret deleted: the operator issues a new one) reaches
+    the running node through its mounted files: new connections get it, with no restart."""
+    folder.mkdir()
+    for name, data in secret_files(kubectl, "sec-client-read").items():
+        (folder / name).write_bytes(data)
+    client = (folder / "tls.crt", folder / "tls.key")
+    before = served_certificate(address, folder / "ca.crt", client)
+    process = sim.container("sec-0").process
+    kubectl.delete(kube.SECRETS, NAMESPACE, "sec-node-tls")
+    wait_for(
+        lambda: served_certificate(address, folder / "ca.crt", client) != before,
+        90,
+        "the node to serve its new certificate",
+    )
+    assert sim.container("sec-0").process is process and process.poll() is None
 
 
 def one_node_tls_store(name: str, port: int, **extra: Any) -> dict[str, Any]:
@@ -44,7 +69,7 @@ def one_node_tls_store(name: str, port: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
-    kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread
+    kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread, tmp_path: Path
 ) -> None:
     port = free_port()
     kubectl.create(kube.KVSTORES, NAMESPACE, one_node_tls_store("sec", port, backup_claim="backups"))
@@ -62,6 +87,7 @@ def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
             reader.put(b"not-mine", b"x")
     with KVClient([address], timeout=3, retries=0) as anonymous, pytest.raises(KVError):
         anonymous.get(KEYS[0])
+    renewed_in_place(kubectl, sim, address, tmp_path / "client")
 
     kubectl.create(kube.KVBACKUPS, NAMESPACE, kvbackup("sec-snap", NAMESPACE, "sec"))
     status = wait_backup(kubectl, "sec-snap", timeout=90)
