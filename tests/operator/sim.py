@@ -47,6 +47,11 @@ Body = dict[str, Any]
 _blocks = itertools.count(20)  # 127.0.<block>.x: a fresh block per store and test session
 
 
+def _mounts_secrets(sts: Body) -> bool:
+    volumes = sts["spec"]["template"]["spec"].get("volumes") or []
+    return any("secret" in volume for volume in volumes)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -145,7 +150,9 @@ class ClusterSim:
         pods = {p["metadata"]["name"]: p for p in self.kubectl.list(kube.PODS, self.namespace)}
         configmaps = {c["metadata"]["name"]: c for c in self.kubectl.list(kube.CONFIGMAPS, self.namespace)}
         nodes = {n["metadata"]["name"]: n for n in self.kubectl.list(kube.NODES)}
-        self._secrets = {s["metadata"]["name"]: s for s in self.kubectl.list(kube.SECRETS, self.namespace)}
+        if any(_mounts_secrets(sts) for sts in stses):  # no extra request per round for plaintext stores
+            secrets = self.kubectl.list(kube.SECRETS, self.namespace)
+            self._secrets = {s["metadata"]["name"]: s for s in secrets}
         self._ready_nodes = [n for n in self.nodes if n in nodes and _ready(nodes[n])]
         for sts in stses:
             self._statefulset(sts, pods)
