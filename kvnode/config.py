@@ -366,6 +366,12 @@ class NodeConfig:
             raise ConfigError("--replication-factor must be at least 1")
         if self.peers and self.node_id not in {p.node_id for p in self.peers}:
             raise ConfigError(f"--peers must include this node ({self.node_id})")
+        sec = self.security
+        if len(self.peers) > 1 and sec.token_file and not sec.trusted_ca_file and not sec.peer_listen:
+            raise ConfigError(
+                "--token-file without --trusted-ca-file needs --peer-listen: peers call each other "
+                "with their certificates, which this client port would not ask for"
+            )
         if self.max_request_memory < self.limits.grpc_message_bytes:
             raise ConfigError(
                 f"--max-request-memory ({self.max_request_memory}) must hold the largest request "

@@ -81,8 +81,8 @@ class Credentials:
         if "socket closed" in text or "handshake" in text:
             if not self.tls:
                 return (
-                    "the node closed the connection: it likely serves TLS "
-                    "(give --cacert, and --cert/--key or --token)"
+                    "the node closed the connection at once; if it serves TLS, "
+                    "give --cacert, and --cert/--key or --token"
                 )
             if self.cert is None:
                 return "the node ended the TLS handshake: it requires a client certificate (--cert, --key)"

@@ -10,6 +10,7 @@ taken: the old pair stays until both files agree.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import ssl
@@ -99,6 +100,13 @@ class TlsFiles:
             self.ca = contents[2] if len(contents) > 2 else None
             self.generation += 1
             log.info("%s: certificate loaded (%s)", self._what, _describe(cert))
+            ends = x509.load_pem_x509_certificate(cert).not_valid_after_utc
+            if ends < datetime.datetime.now(datetime.UTC):
+                log.warning(
+                    "%s: the certificate expired at %s UTC: peers and clients will refuse it",
+                    self._what,
+                    f"{ends:%Y-%m-%d %H:%M}",
+                )
             return True
 
     def server_credentials(self) -> grpc.ServerCredentials:

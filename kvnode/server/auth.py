@@ -68,10 +68,15 @@ class Identity:
         return f"{self.source} {self.name!r}"
 
     def allows(self, service: str, method: str) -> bool:
-        granted = frozenset().union(*(GRANTS.get(role, ()) for role in self.roles))
         if service == "Admin" and method in OPEN_ADMIN:
             return True
-        return required_role(service, method) in granted
+        return required_role(service, method) in _granted(self.roles)
+
+
+@functools.lru_cache(maxsize=256)
+def _granted(roles: frozenset[str]) -> frozenset[str]:
+    """What a set of roles may do, worked out once per distinct set (every call asks)."""
+    return frozenset().union(*(GRANTS.get(role, ()) for role in roles))
 
 
 class AuthMetrics(Protocol):

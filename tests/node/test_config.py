@@ -242,3 +242,11 @@ def test_the_membership_records_peer_ports_and_leaves_single_port_members_as_the
 def test_security_flags_that_cannot_work_together_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Security(**settings)
+
+
+def test_tokens_alone_on_a_single_port_cluster_are_refused_as_peers_could_not_authenticate() -> None:
+    peers = parse_peers("a=h1:7000,b=h2:7000")
+    tokens_only = Security(cert_file=Path("c"), key_file=Path("k"), token_file=Path("t"))
+    with pytest.raises(ConfigError, match="--token-file without --trusted-ca-file needs --peer-listen"):
+        NodeConfig(node_id="a", peers=peers, security=tokens_only)
+    NodeConfig(node_id="a", security=tokens_only)  # a single node has no peers to authenticate

@@ -7,6 +7,7 @@ keys); another serves TLS with bearer tokens and no client certificates."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ from kvnode.client import (
     Unauthenticated,
     Unavailable,
 )
-from kvnode.core.certs import ADMIN_ROLE, PEER_ROLE, READ_ROLE, WRITE_ROLE
+from kvnode.core.certs import ADMIN_ROLE, DAY, PEER_ROLE, READ_ROLE, WRITE_ROLE
 from kvnode.testing.processes import ProcessCluster, metric, wait_for
-from kvnode.testing.tls import TestPKI
+from kvnode.testing.tls import HOSTS, TestPKI
 
 KV_CALLS: dict[str, Callable[[KVClient, str], object]] = {
     "Get": lambda kv, key: kv.get(key),
@@ -311,3 +312,23 @@ def test_without_tls_flags_the_node_serves_plaintext_and_warns_once_and_reflecti
             )
         )
     assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_node_whose_certificate_expired_is_refused_by_clients_saying_so(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    start = datetime.datetime.now(datetime.UTC) - 2 * DAY
+    cert, key = pki.ca.issue(
+        "kv-0", [PEER_ROLE], hosts=HOSTS, server=True, not_before=start, valid_for=DAY
+    ).write(tmp_path / "stale", "kv-0")
+    args = ["--cert-file", str(cert), "--key-file", str(key)]
+    with ProcessCluster(tmp_path, 1, replication_factor=1, partitions=16, extra_args=args) as cluster:
+        cluster.credentials = pki.trust_only
+        cluster.start(wait=False)
+        wait_for(lambda: "serving on" in cluster[0].log_tail(50), 30, "the node to serve")
+        assert "the certificate expired at" in cluster[0].log_tail(50)
+        with (
+            client(cluster, pki.trust_only) as kv,
+            pytest.raises(Unavailable, match="node's certificate has expired"),
+        ):
+            kv.get("x")
