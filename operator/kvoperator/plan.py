@@ -150,11 +150,12 @@ def plan_membership(
             return MembershipPlan(RemoveMember(member.id))
     # Members whose pods came back at a new address (pod-ip mode), or with a peer port their
     # record does not name yet (the upgrade from single-port members).
+    peer_of = _peer_addresses(membership, ordinals, peers)
     moved = tuple(
-        replace(m, address=serving[o], peer_address=peers.get(o, ""))
+        replace(m, address=serving[o], peer_address=peer_of[m.id])
         for m in membership.members
         if (o := ordinals.get(m.id, -1)) in serving
-        and (serving[o], peers.get(o, "")) != (m.address, m.peer_address)
+        and (serving[o], peer_of[m.id]) != (m.address, m.peer_address)
     )
     if moved:
         by_id = {m.id: m for m in moved}
@@ -192,6 +193,21 @@ def plan_membership(
             )
         return MembershipPlan(RemoveMember(leaving), refusal)
     return MembershipPlan(None, refusal)
+
+
+def _peer_addresses(
+    membership: Membership, ordinals: dict[str, int], peers: dict[int, str]
+) -> dict[str, str]:
+    """The peer address each member's record should name. Records change only once every member's
+    pod serves a peer port (then: those), or none does (then: none, a rollback): mid-rollout a
+    member not yet restarted may run a node that knows no peer ports, and dials the others'
+    client port for Replica, which a node stops serving once its record names a peer port."""
+    every = all(ordinals.get(m.id, -1) in peers for m in membership.members)
+    if every:
+        return {m.id: peers[ordinals[m.id]] for m in membership.members}
+    if not peers:
+        return {m.id: "" for m in membership.members}
+    return {m.id: m.peer_address for m in membership.members}
 
 
 def _bootstrap(

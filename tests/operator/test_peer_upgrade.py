@@ -24,13 +24,20 @@ def test_members_get_their_peer_port_in_one_new_epoch() -> None:
     ]
 
 
-def test_a_pod_still_on_the_old_template_keeps_its_single_port_record() -> None:
-    """Mid-rollout: kv-2 restarted with the peer port, kv-0 and kv-1 not yet."""
-    action = plan_membership("kv", 3, 3, legacy(), SERVING, {2: PEERS[2]}).action
+def test_mid_rollout_no_record_changes() -> None:
+    """kv-2 restarted with the peer port, kv-0 and kv-1 not yet: their nodes may know no peer
+    ports and still dial kv-2's client port for Replica, which it serves while its record names
+    none."""
+    assert plan_membership("kv", 3, 3, legacy(), SERVING, {2: PEERS[2]}).action is None
+
+
+def test_a_rollback_drops_the_peer_ports_in_one_epoch() -> None:
+    members = tuple(Member(f"kv-{i}", SERVING[i], MemberState.ACTIVE, PEERS[i]) for i in range(3))
+    upgraded = Membership(5, members, 3, 16)
+    assert plan_membership("kv", 3, 3, upgraded, SERVING, {0: PEERS[0]}).action is None  # rolling back
+    action = plan_membership("kv", 3, 3, upgraded, SERVING, {}).action
     assert isinstance(action, UpdateAddresses)
-    assert [m.peer_address for m in action.membership.members] == ["", "", PEERS[2]]
-    upgraded = action.membership
-    assert plan_membership("kv", 3, 3, upgraded, SERVING, {2: PEERS[2]}).action is None
+    assert [m.peer_address for m in action.membership.members] == ["", "", ""]
 
 
 def test_new_members_and_a_new_cluster_start_with_their_peer_ports() -> None:
