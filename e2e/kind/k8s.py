@@ -293,6 +293,9 @@ def chaos_store(name: str, namespace: str, replicas: int) -> Body:
             "partitions": 64,
             "storage": {"size": "1Gi"},
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            # The workload's clients and checks speak plaintext through port-forwards (TLS under chaos
+            # is the local chaos suite's; docs/kubernetes-security.md for TLS on a cluster).
+            "tls": {"enabled": False},
             # Evict pods from a NotReady node after 5 s instead of 5 minutes, so that the paused-node
             # test sees a pod stuck Terminating, which the operator must force-delete.
             "tolerations": [

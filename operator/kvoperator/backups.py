@@ -20,6 +20,7 @@ from kvnode.core.names import check_backup_id
 from kvoperator import kube
 from kvoperator.context import OperatorContext
 from kvoperator.folders import backup_location
+from kvoperator.node_admin import NodeAdminApi
 from kvoperator.observation import Observed, observe
 from kvoperator.plan import member_ordinals
 from kvoperator.spec import SpecError, StoreSpec, parse_backup_spec, parse_store_spec
@@ -63,7 +64,8 @@ async def run_backup(ctx: OperatorContext, body: Mapping[str, Any]) -> dict[str,
     if status.get("phase") in TERMINAL:
         return status
     target = await _target(ctx, body)
-    members = _serving_members(await _observe(ctx, target), ctx)
+    observed = await _observe(ctx, target)
+    members = _serving_members(observed, ctx)
     backup_id = _backup_id(status, target.name)
     directory = backup_location(ctx.config, target.store_spec, target.store_name)
     started = time.monotonic()
@@ -75,9 +77,9 @@ async def run_backup(ctx: OperatorContext, body: Mapping[str, Any]) -> dict[str,
         "startTime": status.get("startTime") or format_time(utc_now()),
     }
     await _patch(ctx, target, {**base, "phase": "Running", "message": "taking snapshots"})
-    await _take_snapshots(ctx, members, directory, backup_id)
+    await _take_snapshots(observed.nodes, members, directory, backup_id)
     await _patch(ctx, target, {"phase": "Verifying", "message": "verifying the snapshots"})
-    nodes, problems = await _verify_snapshots(ctx, members, directory, backup_id)
+    nodes, problems = await _verify_snapshots(observed.nodes, members, directory, backup_id)
     duration = time.monotonic() - started
     final = _final_status(base, nodes, problems, duration)
     ctx.metrics.backup_duration.labels(target.namespace, target.store_name).observe(duration)
@@ -164,11 +166,11 @@ async def _patch(ctx: OperatorContext, target: Target, status: dict[str, Any]) -
 
 
 async def _take_snapshots(
-    ctx: OperatorContext, members: dict[str, str], directory: str, backup_id: str
+    admin: NodeAdminApi, members: dict[str, str], directory: str, backup_id: str
 ) -> None:
     """Every member's snapshot at once; a failed one is retried with the whole backup."""
     snapshots = await asyncio.gather(
-        *(ctx.admin.backup(address, directory, backup_id) for address in members.values()),
+        *(admin.backup(address, directory, backup_id) for address in members.values()),
         return_exceptions=True,
     )
     errors = [f"{m}: {s}" for m, s in zip(members, snapshots, strict=True) if isinstance(s, BaseException)]
@@ -177,14 +179,11 @@ async def _take_snapshots(
 
 
 async def _verify_snapshots(
-    ctx: OperatorContext, members: dict[str, str], directory: str, backup_id: str
+    admin: NodeAdminApi, members: dict[str, str], directory: str, backup_id: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Each member reads its own snapshot back: the nodes' manifests (by name), and the problems."""
     verdicts = await asyncio.gather(
-        *(
-            ctx.admin.verify(address, directory, backup_id, node_id=member)
-            for member, address in members.items()
-        ),
+        *(admin.verify(address, directory, backup_id, node_id=member) for member, address in members.items()),
         return_exceptions=True,
     )
     problems: list[str] = []

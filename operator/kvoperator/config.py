@@ -40,13 +40,17 @@ class OperatorConfig:
     node_image: str = f"kvstore:{__version__}"
     # Where the node containers mount their volumes.
     data_path: str = "/var/lib/kvnode"
-    backup_path: str = "/backups"
-    restore_path: str = "/restore"
+    # Both under one folder: the node's --backup-root, outside which it refuses backup locations.
+    backup_path: str = "/backups/store"
+    restore_path: str = "/backups/restore"
     # Serving.
     metrics_listen: str = "0.0.0.0:9090"  # empty: no metrics endpoint
     liveness: str = "http://0.0.0.0:8080/healthz"  # empty: no liveness endpoint
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     peering: str = ""  # a kopf peering name; empty: standalone
+    # The operator's own namespace (the chart sets it): stores' NetworkPolicies let its pods in.
+    # Empty: only operator pods in the store's own namespace.
+    operator_namespace: str = ""
     # Leader election on a coordination.k8s.io Lease (leader.py): of several replicas, one acts.
     leader_election: bool = True
     leader_election_namespace: str = ""  # empty: the pod's own; outside a cluster: no election
@@ -67,6 +71,11 @@ class OperatorConfig:
     lease_duration: float = 15.0
     lease_renew_deadline: float = 10.0
     lease_retry_period: float = 2.0
+
+    @property
+    def backup_root(self) -> str:
+        """The node's ``--backup-root``: the folder that holds both backup mounts."""
+        return os.path.commonpath([self.backup_path, self.restore_path])
 
     def __post_init__(self) -> None:
         if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:

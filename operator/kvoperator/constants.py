@@ -29,6 +29,11 @@ DATA_VOLUME = "data"
 BACKUP_VOLUME = "backups"
 RESTORE_VOLUME = "restore"
 CONFIG_KEY_PEERS = "peers"
+TLS_VOLUME = "tls"
+TLS_MOUNT = "/etc/kvnode/tls"
+
+# The labels of the operator's own pods (the chart's): the NetworkPolicy lets them in.
+OPERATOR_COMPONENT = "operator"
 
 # gRPC health service names: "" is the node's readiness (NOT_SERVING while rebuilding); the Admin
 # service name stays SERVING while the process is up, so it is the liveness check.

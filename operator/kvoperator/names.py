@@ -28,6 +28,30 @@ def pdb(store: str) -> str:
     return store
 
 
+def network_policy(store: str) -> str:
+    return store
+
+
+def ca_secret(store: str) -> str:
+    """The store's CA: its certificate and key (only the operator reads the key)."""
+    return f"{store}-ca"
+
+
+def node_tls_secret(store: str) -> str:
+    """The node certificate every pod of the store mounts."""
+    return f"{store}-node-tls"
+
+
+def operator_tls_secret(store: str) -> str:
+    """The operator's own ``kvstore:admin`` certificate for this store's nodes."""
+    return f"{store}-operator-tls"
+
+
+def client_secret(store: str, role: str) -> str:
+    """A client identity for applications (``read``, ``write``) or people (``admin``)."""
+    return f"{store}-client-{role}"
+
+
 def pod(store: str, ordinal: int) -> str:
     return f"{store}-{ordinal}"
 
@@ -97,6 +121,11 @@ def labels(store: str, component: str = NODE_COMPONENT) -> dict[str, str]:
 def pod_dns_name(store: str, ordinal: int, namespace: str, config: OperatorConfig) -> str:
     suffix = f"svc.{config.cluster_domain}" if config.cluster_domain else "svc"
     return f"{pod(store, ordinal)}.{headless_service(store)}.{namespace}.{suffix}"
+
+
+def with_port(address: str, port: int) -> str:
+    """``address`` (``host:port``, ``[v6]:port``) with another port on the same host."""
+    return f"{address.rsplit(':', 1)[0]}:{port}"
 
 
 def dns_address(store: str, ordinal: int, namespace: str, port: int, config: OperatorConfig) -> str:

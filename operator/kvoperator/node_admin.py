@@ -17,6 +17,7 @@ from typing import Protocol
 
 from kvnode.api.v1 import admin_pb2
 from kvnode.client.admin import AsyncAdmin
+from kvnode.client.credentials import Credentials
 from kvnode.client.reconfig import Reconfigurer
 from kvnode.core.errors import KVError
 from kvnode.core.membership import Membership
@@ -55,7 +56,7 @@ class MembershipChanger(Protocol):
 
     async def install(self, membership: Membership, extra: Sequence[str] = ()) -> None: ...
 
-    async def add(self, member_id: str, address: str) -> Membership: ...
+    async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership: ...
 
     async def remove(self, member_id: str) -> Membership: ...
 
@@ -63,6 +64,11 @@ class MembershipChanger(Protocol):
 class NodeAdminApi(Protocol):
     """What the operator asks of the nodes. :class:`NodeAdmin` asks over gRPC; the step tests use
     a fake that answers from memory."""
+
+    def for_store(self, credentials: Credentials | None) -> NodeAdminApi:
+        """The same, presenting ``credentials`` to one store's nodes (its CA and the operator's
+        ``kvstore:admin`` certificate)."""
+        ...
 
     async def probe_all(self, addresses: dict[str, str]) -> dict[str, NodeHealth]: ...
 
@@ -89,15 +95,31 @@ class NodeAdmin:
     """:class:`NodeAdminApi` over gRPC, with the operator's deadlines for each kind of call."""
 
     def __init__(
-        self, *, timeout: float, health_timeout: float, transfer_timeout: float, backup_timeout: float
+        self,
+        *,
+        timeout: float,
+        health_timeout: float,
+        transfer_timeout: float,
+        backup_timeout: float,
+        credentials: Credentials | None = None,
     ):
         self.timeout = timeout
         self.health_timeout = health_timeout
         self.transfer_timeout = transfer_timeout
         self.backup_timeout = backup_timeout
+        self.credentials = credentials
+
+    def for_store(self, credentials: Credentials | None) -> NodeAdmin:
+        return NodeAdmin(
+            timeout=self.timeout,
+            health_timeout=self.health_timeout,
+            transfer_timeout=self.transfer_timeout,
+            backup_timeout=self.backup_timeout,
+            credentials=credentials,
+        )
 
     def _admin(self, timeout: float | None = None) -> AsyncAdmin:
-        return AsyncAdmin.connect(timeout=timeout or self.timeout)
+        return AsyncAdmin.connect(timeout=timeout or self.timeout, credentials=self.credentials)
 
     async def probe(self, address: str) -> NodeHealth:
         """gRPC health of the node's readiness service, then its Admin status."""
@@ -133,7 +155,11 @@ class NodeAdmin:
         self, seeds: Sequence[str], progress: Progress | None = None
     ) -> AsyncIterator[Reconfigurer]:
         async with Reconfigurer.connect(
-            seeds, timeout=self.timeout, transfer_timeout=self.transfer_timeout, progress=progress
+            seeds,
+            timeout=self.timeout,
+            transfer_timeout=self.transfer_timeout,
+            progress=progress,
+            credentials=self.credentials,
         ) as reconfig:
             yield reconfig
 

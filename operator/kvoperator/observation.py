@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvnode.client.credentials import Credentials
 from kvnode.core.membership import Membership
 from kvoperator import kube, names, plan
+from kvoperator.builders.tls import secret_data
 from kvoperator.config import OperatorConfig
 from kvoperator.node_admin import NodeAdminApi, NodeHealth
 from kvoperator.pods import PodView
@@ -35,6 +37,13 @@ class Observed:
     membership: Membership | None = None
     restore_source: RestoreSource | None = None
     restore_missing: str = ""  # why restore_source is None although spec.restoreFrom is set
+    # How this pass talks to the store's nodes: with the operator's certificate when TLS is on.
+    admin: NodeAdminApi | None = None
+
+    @property
+    def nodes(self) -> NodeAdminApi:
+        assert self.admin is not None, "observe() sets it"
+        return self.admin
 
     @property
     def name(self) -> str:
@@ -100,6 +109,14 @@ class Observed:
             self.name, ordinal, self.namespace, self.spec.port, pod.ip if pod else None, config
         )
 
+    def peer_addresses(self, serving: dict[int, str]) -> dict[int, str]:
+        """Ordinal -> peer address of each serving pod that has a peer port."""
+        return {
+            ordinal: names.with_port(address, port)
+            for ordinal, address in serving.items()
+            if (port := self.pods[ordinal].peer_port) is not None
+        }
+
     def serving_addresses(self, config: OperatorConfig) -> dict[int, str]:
         """Ordinal -> address of every pod that is Ready and whose node answers health checks."""
         result: dict[int, str] = {}
@@ -109,6 +126,24 @@ class Observed:
             if pod.ready and probe is not None and probe.healthy and not probe.rebuilding and address:
                 result[ordinal] = address
         return result
+
+
+async def _credentials(
+    client: kube.KubeApi, namespace: str, store: str, spec: StoreSpec
+) -> Credentials | None:
+    """The operator's ``kvstore:admin`` identity for the store's nodes (None: plaintext, when TLS is
+    off, or before the TLS step has issued it). The node certificate names the client Service, so
+    that name is checked whichever address (pod DNS name or pod IP) is dialled."""
+    if not spec.tls.enabled:
+        return None
+    secret = await client.get(kube.SECRETS, namespace, names.operator_tls_secret(store))
+    if secret is None:
+        return None
+    ca, cert, key = (secret_data(secret, k) for k in ("ca.crt", "tls.crt", "tls.key"))
+    if not (ca and cert and key):
+        return None
+    server_name = f"{names.client_service(store)}.{namespace}.svc"
+    return Credentials(ca=ca, cert=cert, key=key, server_name=server_name)
 
 
 async def observe(
@@ -141,6 +176,7 @@ async def observe(
         if spec.restore_from.backup_name:
             kvbackup = await client.get(kube.KVBACKUPS, namespace, spec.restore_from.backup_name)
         observed.restore_source, observed.restore_missing = resolve(spec.restore_from, kvbackup)
+    admin = observed.admin = admin.for_store(await _credentials(client, namespace, name, spec))
     addresses = {
         pod.name: address
         for ordinal, pod in observed.pods.items()

@@ -37,6 +37,7 @@ class AddMember:
 
     member_id: str
     address: str
+    peer_address: str = ""
 
     def describe(self) -> str:
         return f"adding {self.member_id}"
@@ -54,7 +55,8 @@ class RemoveMember:
 
 @dataclass(frozen=True)
 class UpdateAddresses:
-    """A new epoch with the addresses that members' pods came back with."""
+    """A new epoch with the addresses that members' pods came back with, or with the peer ports
+    they serve since an upgrade (a legacy single-port member's record names none)."""
 
     membership: Membership
 
@@ -128,26 +130,32 @@ def plan_membership(
     replication_factor: int,
     membership: Membership | None,
     serving: dict[int, str],
+    peers: dict[int, str] | None = None,
 ) -> MembershipPlan:
     """The next membership change to make. ``serving`` maps the ordinals of Ready, healthy pods
-    to their member addresses."""
+    to their member addresses, ``peers`` those of them that have a peer port to its address."""
+    peers = peers or {}
     if membership is None:
         return MembershipPlan(Wait("NoNodeAnswers", "waiting for a node of the store to answer"))
     if membership.epoch == 0:
-        return MembershipPlan(_bootstrap(store, replication_factor, membership, serving))
+        return MembershipPlan(_bootstrap(store, replication_factor, membership, serving, peers))
     ordinals = member_ordinals(store, membership)
     # Finish a change that is under way (after an operator restart, say).
     for member in membership.members:
         if member.state == MemberState.JOINING:
-            address = serving.get(ordinals.get(member.id, -1), member.address)
-            return MembershipPlan(AddMember(member.id, address))
+            ordinal = ordinals.get(member.id, -1)
+            address = serving.get(ordinal, member.address)
+            return MembershipPlan(AddMember(member.id, address, peers.get(ordinal, member.peer_address)))
         if member.state == MemberState.LEAVING:
             return MembershipPlan(RemoveMember(member.id))
-    # Members whose pods came back at a new address (pod-ip mode).
+    # Members whose pods came back at a new address (pod-ip mode), or with a peer port their
+    # record does not name yet (the upgrade from single-port members).
+    peer_of = _peer_addresses(membership, ordinals, peers)
     moved = tuple(
-        replace(m, address=serving[ordinals[m.id]])
+        replace(m, address=serving[o], peer_address=peer_of[m.id])
         for m in membership.members
-        if m.id in ordinals and ordinals[m.id] in serving and serving[ordinals[m.id]] != m.address
+        if (o := ordinals.get(m.id, -1)) in serving
+        and (serving[o], peer_of[m.id]) != (m.address, m.peer_address)
     )
     if moved:
         by_id = {m.id: m for m in moved}
@@ -170,7 +178,7 @@ def plan_membership(
             return MembershipPlan(
                 Wait("ScalingUp", f"adding {pod} waits until {', '.join(unready)} serve again"), refusal
             )
-        return MembershipPlan(AddMember(pod, serving[first]), refusal)
+        return MembershipPlan(AddMember(pod, serving[first], peers.get(first, "")), refusal)
     # Scale down: the highest ordinal leaves first, while every other member is serving.
     extra = sorted((o for o in ordinals.values() if o >= target), reverse=True)
     if extra:
@@ -187,8 +195,27 @@ def plan_membership(
     return MembershipPlan(None, refusal)
 
 
+def _peer_addresses(
+    membership: Membership, ordinals: dict[str, int], peers: dict[int, str]
+) -> dict[str, str]:
+    """The peer address each member's record should name. Records change only once every member's
+    pod serves a peer port (then: those), or none does (then: none, a rollback): mid-rollout a
+    member not yet restarted may run a node that knows no peer ports, and dials the others'
+    client port for Replica, which a node stops serving once its record names a peer port."""
+    every = all(ordinals.get(m.id, -1) in peers for m in membership.members)
+    if every:
+        return {m.id: peers[ordinals[m.id]] for m in membership.members}
+    if not peers:
+        return {m.id: "" for m in membership.members}
+    return {m.id: m.peer_address for m in membership.members}
+
+
 def _bootstrap(
-    store: str, replication_factor: int, membership: Membership, serving: dict[int, str]
+    store: str,
+    replication_factor: int,
+    membership: Membership,
+    serving: dict[int, str],
+    peers: dict[int, str],
 ) -> Action:
     """Epoch 1 for the members the nodes started with (their --peers), once each one serves."""
     members = []
@@ -198,7 +225,7 @@ def _bootstrap(
         if ordinal is None or ordinal not in serving:
             waiting.append(member.id)
             continue
-        members.append(Member(member.id, serving[ordinal], MemberState.ACTIVE))
+        members.append(Member(member.id, serving[ordinal], MemberState.ACTIVE, peers.get(ordinal, "")))
     if waiting:
         return Wait(
             "Bootstrapping",

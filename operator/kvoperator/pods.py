@@ -52,6 +52,22 @@ class PodView:
         return self.deletion_timestamp is not None
 
     @property
+    def revision(self) -> str | None:
+        """The StatefulSet revision the pod was made from (its controller-revision-hash label)."""
+        value = ((self.body.get("metadata") or {}).get("labels") or {}).get("controller-revision-hash")
+        return str(value) if value else None
+
+    @property
+    def peer_port(self) -> int | None:
+        """The node's peer port, when its container declares one (a pod of an operator from
+        before the peer port has none: its node serves peers on its client port)."""
+        for container in (self.body.get("spec") or {}).get("containers") or []:
+            for port in container.get("ports") or []:
+                if port.get("name") == "peer" and port.get("containerPort"):
+                    return int(port["containerPort"])
+        return None
+
+    @property
     def ready(self) -> bool:
         cond = _condition(self.body, "Ready")
         return bool(cond and cond.get("status") == "True") and not self.terminating

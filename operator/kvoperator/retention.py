@@ -64,12 +64,12 @@ async def prune(ctx: OperatorContext, observed: Observed, backup: BackupSpec, ad
         return []
     spec = observed.spec
     directory = backup_location(ctx.config, spec, store) if spec else backup_directory(ctx.config, store)
-    present = {s.backup_id: s for s in await ctx.admin.list_backups(address, directory)}
+    present = {s.backup_id: s for s in await observed.nodes.list_backups(address, directory)}
     deleted: list[str] = []
     for b in doomed:
         backup_id = _backup_id(b)
         if backup_id in present:
-            await ctx.admin.delete_backup(address, directory, backup_id)
+            await observed.nodes.delete_backup(address, directory, backup_id)
         await ctx.kube.delete(kube.KVBACKUPS, namespace, b["metadata"]["name"])
         deleted.append(backup_id)
     # Scheduled snapshots whose KVBackup is gone (deleted by hand), older than what is kept.
@@ -82,7 +82,7 @@ async def prune(ctx: OperatorContext, observed: Observed, backup: BackupSpec, ad
             and summary.created_unix < oldest_kept.timestamp()
         ):
             try:
-                await ctx.admin.delete_backup(address, directory, backup_id)
+                await observed.nodes.delete_backup(address, directory, backup_id)
             except KVError:
                 continue
             deleted.append(backup_id)

@@ -81,6 +81,34 @@ class RestoreSpec:
 
 
 @dataclass(frozen=True)
+class IssuerRef:
+    """A cert-manager issuer that makes the store's certificates instead of the operator's CA."""
+
+    name: str
+    kind: str = "Issuer"  # or ClusterIssuer
+    group: str = "cert-manager.io"
+
+
+@dataclass(frozen=True)
+class TLSSpec:
+    """TLS on the node's client, peer and metrics ports; on unless the spec turns it off."""
+
+    enabled: bool = True
+    issuer_ref: IssuerRef | None = None
+
+
+@dataclass(frozen=True)
+class NetworkPolicySpec:
+    """Who may reach which port of the store's pods. Selectors are Kubernetes label selectors;
+    an empty ``client_namespaces`` and ``client_pods`` mean the store's own namespace."""
+
+    enabled: bool = True
+    client_pods: Mapping[str, Any] | None = None
+    client_namespaces: Mapping[str, Any] | None = None
+    metrics_namespaces: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StoreSpec:
     """A KVStore's spec, with the CRD's defaults applied."""
 
@@ -90,6 +118,7 @@ class StoreSpec:
     image: str = ""
     image_pull_policy: str = "IfNotPresent"
     port: int = 7000
+    peer_port: int = 7001
     metrics_port: int = 9100
     default_consistency: str = "QUORUM"
     resources: Mapping[str, Any] = field(default_factory=dict)
@@ -100,6 +129,8 @@ class StoreSpec:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     backup: BackupSpec | None = None
     restore_from: RestoreSpec | None = None
+    tls: TLSSpec = field(default_factory=TLSSpec)
+    network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
 
     def backup_dir(self, store_name: str) -> str:
         """The backup folder, relative to the backup volume's root."""
@@ -164,6 +195,7 @@ def parse_store_spec(spec: Mapping[str, Any] | None) -> StoreSpec:
         image=_str(spec, "image", "", p),
         image_pull_policy=_choice(spec, "imagePullPolicy", "IfNotPresent", p, PULL_POLICIES),
         port=_int(spec, "port", 7000, p, 1, 65535),
+        peer_port=_int(spec, "peerPort", 7001, p, 1, 65535),
         metrics_port=_int(spec, "metricsPort", 9100, p, 1, 65535),
         default_consistency=_choice(spec, "defaultConsistency", "QUORUM", p, CONSISTENCY_LEVELS),
         resources=dict(_map(spec, "resources", p)),
@@ -185,6 +217,41 @@ def parse_store_spec(spec: Mapping[str, Any] | None) -> StoreSpec:
         tolerations=tuple(spec.get("tolerations") or ()),
         backup=_parse_backup(spec.get("backup")),
         restore_from=_parse_restore(spec.get("restoreFrom")),
+        tls=_parse_tls(_map(spec, "tls", p)),
+        network_policy=_parse_network_policy(_map(spec, "networkPolicy", p)),
+    )
+
+
+ISSUER_KINDS = ("Issuer", "ClusterIssuer")
+
+
+def _parse_tls(data: Mapping[str, Any]) -> TLSSpec:
+    p = "spec.tls"
+    ref = _map(data, "issuerRef", p)
+    issuer = None
+    if ref:
+        name = _str(ref, "name", "", f"{p}.issuerRef")
+        if not name:
+            raise SpecError(f"{p}.issuerRef.name is required")
+        issuer = IssuerRef(
+            name=name,
+            kind=_choice(ref, "kind", "Issuer", f"{p}.issuerRef", ISSUER_KINDS),
+            group=_str(ref, "group", "cert-manager.io", f"{p}.issuerRef"),
+        )
+    return TLSSpec(enabled=_bool(data, "enabled", True, p), issuer_ref=issuer)
+
+
+def _selector(data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+    return dict(_map(data, key, path)) if data.get(key) is not None else None
+
+
+def _parse_network_policy(data: Mapping[str, Any]) -> NetworkPolicySpec:
+    p = "spec.networkPolicy"
+    return NetworkPolicySpec(
+        enabled=_bool(data, "enabled", True, p),
+        client_pods=_selector(data, "clientPodSelector", p),
+        client_namespaces=_selector(data, "clientNamespaceSelector", p),
+        metrics_namespaces=dict(_map(data, "metricsNamespaceSelector", p)),
     )
 
 

@@ -263,8 +263,12 @@ def running_operator(
             },
         )
         log_path = root / "operator.log"
+        settings = operator_env(deployment_env, metrics, health)
+        if settings.get("KVSTORE_OPERATOR_NAMESPACES"):
+            # The chart serves its release namespace by default: as if installed in the store's.
+            settings["KVSTORE_OPERATOR_NAMESPACES"] = namespace
         with log_path.open("wb") as log:
-            process = launcher(operator_env(deployment_env, metrics, health), kubeconfig, log)
+            process = launcher(settings, kubeconfig, log)
         try:
             pages: list[str] = []
 

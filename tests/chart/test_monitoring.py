@@ -88,7 +88,17 @@ def test_node_servicemonitor_selects_the_operators_headless_service(metrics_rend
         if v == store["metadata"]["name"] and k.endswith("/store")
     )
     assert source == "__meta_kubernetes_service_label_" + sanitize(store_label)
-    assert sm["spec"]["namespaceSelector"] == {"any": True}
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["kvstore-system"]}  # namespaced by default
+    # a store has TLS by default, and its metrics port then serves HTTPS only
+    assert spec.tls.enabled and endpoint["scheme"] == "https"
+    cluster_wide = {**VALUE_SETS["metrics"], "operator": {"clusterWide": True}}
+    everywhere = render(cluster_wide).one("ServiceMonitor", "kv-kvstore-nodes")
+    assert everywhere["spec"]["namespaceSelector"] == {"any": True}
+    plaintext = {"metrics": {"serviceMonitor": {"enabled": True, "nodeTLS": False}}}
+    assert (
+        render(plaintext).one("ServiceMonitor", "kv-kvstore-nodes")["spec"]["endpoints"][0]["scheme"]
+        == "http"
+    )
     namespaced = render(VALUE_SETS["namespaced"]).one("ServiceMonitor", "kv-kvstore-nodes")
     assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["kvstore-system", "shop"]}
     assert sm["metadata"]["labels"]["release"] == "prometheus"

@@ -60,9 +60,30 @@ def store_roles(rendered: Rendered) -> list[Body]:
     return [r for r in rendered.of_kind("Role") if r is not leader_role(rendered)]
 
 
-def test_cluster_wide_rbac_is_exactly_the_documented_rules() -> None:
+CLUSTER_WIDE: Body = {"operator": {"clusterWide": True}}
+
+
+def operator_env(rendered: Rendered) -> dict[str, str | None]:
+    container = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_by_default_the_operator_serves_its_own_namespace_with_a_role() -> None:
+    """Least privilege: no ClusterRole beyond reading Nodes unless the values ask for it."""
     namespaced, cluster, _ = documented_rules()
     rendered = render({})
+    assert rules_of(rendered.one("ClusterRole")) == cluster
+    roles = {r["metadata"]["namespace"]: r for r in store_roles(rendered)}
+    assert set(roles) == {NAMESPACE} and rules_of(roles[NAMESPACE]) == namespaced
+    assert operator_env(rendered)["KVSTORE_OPERATOR_NAMESPACES"] == NAMESPACE
+    assert ("", "secrets", "get") in namespaced
+    assert ("networking.k8s.io", "networkpolicies", "create") in namespaced
+
+
+def test_cluster_wide_rbac_is_exactly_the_documented_rules() -> None:
+    namespaced, cluster, _ = documented_rules()
+    rendered = render(CLUSTER_WIDE)
+    assert operator_env(rendered)["KVSTORE_OPERATOR_NAMESPACES"] == ""
     role = rendered.one("ClusterRole")
     assert rules_of(role) == namespaced | cluster
     binding = rendered.one("ClusterRoleBinding")
@@ -95,13 +116,16 @@ def test_namespaced_rbac_has_a_role_per_namespace_and_only_nodes_cluster_wide() 
         assert binding["subjects"][0]["namespace"] == NAMESPACE
 
 
-def test_no_wildcards_and_no_secrets() -> None:
-    for value_set in ("default", "namespaced"):
+def test_no_wildcards_no_claims_and_secrets_only_by_name() -> None:
+    """Secrets are read by name (the store's certificates), never listed or watched: a list would
+    hand the operator every Secret of the namespace."""
+    for values in (VALUE_SETS["default"], VALUE_SETS["namespaced"], CLUSTER_WIDE):
         for kind in ("ClusterRole", "Role"):
-            for role in render(VALUE_SETS[value_set]).of_kind(kind):
+            for role in render(values).of_kind(kind):
                 for group, resource, verb in rules_of(role):
                     assert "*" not in (group, resource, verb)
-                    assert resource not in {"secrets", "persistentvolumeclaims"}
+                    assert resource != "persistentvolumeclaims"
+                    assert resource != "secrets" or verb in {"get", "create", "patch"}
 
 
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
@@ -115,7 +139,7 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
 def test_the_chart_grants_exactly_what_the_operators_code_requests() -> None:
     """A rule the code never uses is a privilege too many; one it uses and lacks is a 403 on a real
     cluster (the API mock of tests/operator grants the chart's rules too)."""
-    rendered = render({})
+    rendered = render(CLUSTER_WIDE)
     granted = rules_of(rendered.one("ClusterRole")) | rules_of(leader_role(rendered))
     used = used_rules()
     assert granted - used == set(), f"granted but never requested: {sorted(granted - used)}"
@@ -130,6 +154,8 @@ def test_the_scan_sees_every_kind_of_request() -> None:
     assert ("kvstore.dev", "kvstores/status", "patch") in used  # a status subresource
     assert ("apps", "statefulsets", "watch") in used  # a kopf handler
     assert ("", "events", "create") in used  # kopf.event
+    assert ("", "secrets", "patch") in used  # a renewed certificate
+    assert ("cert-manager.io", "certificates", "create") in used  # children.ensure with an issuer
 
 
 def test_block_owner_deletion_would_need_update_on_the_owners_finalizers(monkeypatch: MonkeyPatch) -> None:

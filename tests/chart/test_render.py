@@ -68,7 +68,10 @@ def test_value_sets_render_what_they_switch_on() -> None:
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",  # the operator's pod: its metrics port only
         "Role",  # leader election, in the release namespace
+        "Role",  # the stores of the release namespace (namespaced by default)
+        "RoleBinding",
         "RoleBinding",
         "Service",
         "ServiceAccount",
@@ -88,6 +91,7 @@ def test_value_sets_render_what_they_switch_on() -> None:
         "Deployment",
         "ClusterRole",
     }
+    assert "NetworkPolicy" not in render({"operator": {"networkPolicy": {"enabled": False}}}).kinds()
     no_dashboard = render({"metrics": {"dashboard": {"enabled": False}}})
     assert "ConfigMap" not in no_dashboard.kinds()
 
@@ -141,7 +145,7 @@ def test_operator_settings_follow_the_values() -> None:
     assert env["KVSTORE_OPERATOR_NAMESPACES"] == "kvstore-system,shop"
     default = _operator_container(render({}).one("Deployment"))
     env = {e["name"]: e.get("value") for e in default["env"]}
-    assert env["KVSTORE_OPERATOR_NAMESPACES"] == ""
+    assert env["KVSTORE_OPERATOR_NAMESPACES"] == "kvstore-system"  # namespaced by default
     assert default["image"] == env["KVSTORE_OPERATOR_NODE_IMAGE"] == "kvstore:0.1.0"
 
 
@@ -179,6 +183,10 @@ def test_the_kvstore_from_values() -> None:
     [
         ({"store": {"create": True, "replicas": 2, "replicationFactor": 3}}, "must not exceed"),
         ({"store": {"create": True}, "operator": {"watchNamespaces": ["shop"]}}, "leaves out"),
+        (
+            {"operator": {"clusterWide": True, "watchNamespaces": ["shop"]}},
+            "leave operator.watchNamespaces empty",
+        ),
     ],
 )
 def test_inconsistent_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:

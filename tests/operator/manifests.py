@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from kvnode.testing.processes import free_port
+
 API_VERSION = "kvstore.dev/v1alpha1"
 
 
@@ -17,6 +19,7 @@ def kvstore(
     partitions: int = 16,
     port: int = 7000,
     metrics_port: int = 9100,
+    peer_port: int = 0,
     backup_claim: str | None = None,
     backup_path: str | None = None,
     schedule: str | None = None,
@@ -25,14 +28,22 @@ def kvstore(
     object_store: dict[str, Any] | None = None,
     image: str | None = None,
     storage_size: str = "1Gi",
+    tls: bool = False,
 ) -> dict[str, Any]:
+    """A store; ``tls`` off unless asked. The kmock tests address pods by IP, which no node
+    certificate names (the operator's is a wildcard over the pods' DNS names), and nodes check
+    their peers' names: a TLS store of several nodes needs DNS addressing (kind)."""
     spec: dict[str, Any] = {
         "replicas": replicas,
         "replicationFactor": replication_factor,
         "partitions": partitions,
         "port": port,
         "metricsPort": metrics_port,
+        # 0: a free port here, like the tests' client ports: the simulated pods share this host's
+        # ports, where another process may hold the default 7001.
+        "peerPort": peer_port or free_port(),
         "storage": {"size": storage_size},
+        "tls": {"enabled": tls},
     }
     if image:
         spec["image"] = image

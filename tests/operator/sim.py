@@ -38,8 +38,8 @@ from typing import Any
 
 from kvoperator import kube
 
+from kvnode.client import Admin, Credentials
 from kvnode.testing.convergence import membership_of
-from kvnode.testing.processes import is_serving
 from tests.operator.kubectl import ApiError, Kubectl
 
 log = logging.getLogger("tests.operator.sim")
@@ -47,6 +47,11 @@ SECRETS = kube.Resource("", "v1", "secrets")
 Body = dict[str, Any]
 
 _blocks = itertools.count(20)  # 127.0.<block>.x: a fresh block per store and test session
+
+
+def _mounts_secrets(sts: Body) -> bool:
+    volumes = sts["spec"]["template"]["spec"].get("volumes") or []
+    return any("secret" in volume for volume in volumes)
 
 
 def _now() -> str:
@@ -71,6 +76,8 @@ class Container:
     restarts: int = 0
     paused: bool = False
     stopping_since: float | None = None
+    # With a TLS Secret mounted: the node's own certificate, to ask for its health as a probe would.
+    credentials: Credentials | None = None
 
 
 @dataclass
@@ -92,6 +99,7 @@ class ClusterSim:
     _thread: threading.Thread | None = None
     _scheduled: itertools.cycle[str] | None = None
     _ready_nodes: list[str] = field(default_factory=list)
+    _secrets: dict[str, Body] = field(default_factory=dict)  # this round's, by name
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,6 +152,9 @@ class ClusterSim:
         pods = {p["metadata"]["name"]: p for p in self.kubectl.list(kube.PODS, self.namespace)}
         configmaps = {c["metadata"]["name"]: c for c in self.kubectl.list(kube.CONFIGMAPS, self.namespace)}
         nodes = {n["metadata"]["name"]: n for n in self.kubectl.list(kube.NODES)}
+        if any(_mounts_secrets(sts) for sts in stses):  # no extra request per round for plaintext stores
+            secrets = self.kubectl.list(kube.SECRETS, self.namespace)
+            self._secrets = {s["metadata"]["name"]: s for s in secrets}
         self._ready_nodes = [n for n in self.nodes if n in nodes and _ready(nodes[n])]
         for sts in stses:
             self._statefulset(sts, pods)
@@ -326,7 +337,10 @@ class ClusterSim:
                 self._kill(self.containers.pop(name))
                 container = None
             if container is None:
-                container = self._start(pod, sts, ip, configmaps)
+                try:
+                    container = self._start(pod, sts, ip, configmaps)
+                except LookupError:  # a Secret it mounts is not there yet: ContainerCreating
+                    return
                 self.containers[name] = container
             elif (
                 container.process.poll() is not None
@@ -337,10 +351,14 @@ class ClusterSim:
                 container = self._start(pod, sts, ip, configmaps)
                 container.restarts = restarts
                 self.containers[name] = container
+        self._refresh_secret_volumes(pod)
         ready = False
         if container.process.poll() is None:
-            with contextlib.suppress(Exception):
-                ready = is_serving(f"{ip}:{self._grpc_port(pod)}", timeout=0.3)
+            with (
+                contextlib.suppress(Exception),
+                Admin.connect(timeout=0.3, credentials=container.credentials) as admin,
+            ):
+                ready = admin.health(f"{ip}:{self._grpc_port(pod)}")
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or _ready(pod) != ready or status.get("podIP") != ip:
             patch = {
@@ -408,15 +426,15 @@ class ClusterSim:
                 for key, value in env.items():
                     if value.startswith(mount["mountPath"]):
                         env[key] = str(target) + value[len(mount["mountPath"]) :]
-        secrets = {v["name"]: v["secret"] for v in pod["spec"].get("volumes") or [] if "secret" in v}
+        # Secret volumes: the Secret's keys as files in a folder of the pod's (the kubelet's copy).
         for mount in container.get("volumeMounts") or []:
-            if mount["name"] in secrets:
-                folder = self._secret_folder(pod["metadata"]["name"], mount["name"], secrets[mount["name"]])
+            folder = self._secret_folder(pod, mount["name"])
+            if folder is not None:
                 for key, value in env.items():
                     if value.startswith(mount["mountPath"]):
                         env[key] = str(folder) + value[len(mount["mountPath"]) :]
         # The pod's own network: listen on its IP; cluster DNS: pod names resolve to pod IPs.
-        for key in ("KVNODE_LISTEN", "KVNODE_METRICS_LISTEN"):
+        for key in ("KVNODE_LISTEN", "KVNODE_METRICS_LISTEN", "KVNODE_PEER_LISTEN"):
             if key in env:
                 env[key] = re.sub(r"^0\.0\.0\.0:", f"{ip}:", env[key])
         store = sts["metadata"]["name"]
@@ -425,7 +443,7 @@ class ClusterSim:
             return f"{self.ip(store, int(match.group(1)))}:"
 
         dns = re.compile(re.escape(store) + r"-(\d+)\.[A-Za-z0-9.\-]+\.svc(?:\.[A-Za-z0-9.\-]+)?:")
-        for key in ("KVNODE_PEERS", "KVNODE_ADVERTISE"):
+        for key in ("KVNODE_PEERS", "KVNODE_ADVERTISE", "KVNODE_PEER_ADVERTISE"):
             if key in env:
                 env[key] = dns.sub(resolve, env[key])
         return env
@@ -434,15 +452,40 @@ class ClusterSim:
         body = self.kubectl.get(SECRETS, self.namespace, name) or {}
         return {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
 
-    def _secret_folder(self, pod: str, volume: str, source: Body) -> Path:
-        """A Secret volume: its items (or every key) as files, as the kubelet projects them."""
-        data = self._secret(source["secretName"])
-        items = source.get("items") or [{"key": k, "path": k} for k in data]
-        folder = self.root / "secrets" / f"{volume}-{pod}"
+    def _secret_folder(self, pod: Body, volume_name: str) -> Path | None:
+        """The files of a Secret volume of ``pod``, written for it (None: not a Secret volume).
+        A Secret that does not exist yet raises: the kubelet waits for it (ContainerCreating)."""
+        volume = next((v for v in pod["spec"].get("volumes") or [] if v["name"] == volume_name), None)
+        if volume is None or "secret" not in volume:
+            return None
+        secret = self._secrets.get(volume["secret"]["secretName"])
+        if secret is None:
+            raise LookupError(f"Secret {volume['secret']['secretName']} does not exist yet")
+        folder = Path(self.root, "secrets", pod["metadata"]["name"], volume_name)
         folder.mkdir(parents=True, exist_ok=True)
-        for item in items:
-            (folder / item["path"]).write_text(data[item["key"]])
+        for key, value in (secret.get("data") or {}).items():
+            data, target = base64.b64decode(value), folder / key
+            if not target.exists() or target.read_bytes() != data:  # whole files, as the kubelet swaps
+                tmp = folder / f".{key}.tmp"
+                tmp.write_bytes(data)
+                tmp.replace(target)
         return folder
+
+    def _refresh_secret_volumes(self, pod: Body) -> None:
+        """As the kubelet does for a running pod: a changed Secret's files are updated in place (a
+        deleted Secret leaves them as they were)."""
+        for volume in pod["spec"].get("volumes") or []:
+            if "secret" in volume:
+                with contextlib.suppress(LookupError):
+                    self._secret_folder(pod, volume["name"])
+
+    @staticmethod
+    def _probe_credentials(env: dict[str, str]) -> Credentials | None:
+        """A probe's identity on a TLS node: the node's own certificate (its SANs name localhost)."""
+        if "KVNODE_CERT_FILE" not in env:
+            return None
+        files = (env["KVNODE_TRUSTED_CA_FILE"], env["KVNODE_CERT_FILE"], env["KVNODE_KEY_FILE"])
+        return Credentials.from_files(*files, server_name="localhost")
 
     def _start(self, pod: Body, sts: Body, ip: str, configmaps: dict[str, Body]) -> Container:
         env = self._env(pod, sts, ip, configmaps)
@@ -458,7 +501,8 @@ class ClusterSim:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "KVNODE_LOG_LEVEL": "info"},
             )
-        return Container(name, pod["metadata"]["uid"], ip, process, log_path, self._grpc_port(pod))
+        uid, port, probe = pod["metadata"]["uid"], self._grpc_port(pod), self._probe_credentials(env)
+        return Container(name, uid, ip, process, log_path, port, credentials=probe)
 
     @staticmethod
     def _kill(container: Container) -> None:

@@ -31,7 +31,9 @@ def env(sts: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_statefulset() -> None:
-    spec = parse_store_spec({"replicas": 5, "storage": {"size": "20Gi", "storageClassName": "fast"}})
+    spec = parse_store_spec(
+        {"replicas": 5, "storage": {"size": "20Gi", "storageClassName": "fast"}, "tls": {"enabled": False}}
+    )
     sts = build_statefulset(OWNER, spec, 5, CONFIG)
     assert sts["metadata"]["ownerReferences"] == [
         {"apiVersion": "kvstore.dev/v1alpha1", "kind": "KVStore", "name": "demo", "uid": "uid-1",
@@ -82,7 +84,7 @@ def test_statefulset_hash_ignores_replicas_but_not_the_template() -> None:
 
 
 def test_backup_and_restore_volumes() -> None:
-    spec = parse_store_spec({"backup": {"volume": {"claimName": "bk"}}})
+    spec = parse_store_spec({"backup": {"volume": {"claimName": "bk"}}, "tls": {"enabled": False}})
     pod = build_statefulset(OWNER, spec, 3, CONFIG, restore_claim="old")["spec"]["template"]["spec"]
     assert pod["volumes"] == [
         {"name": "backups", "persistentVolumeClaim": {"claimName": "bk"}},
@@ -90,7 +92,13 @@ def test_backup_and_restore_volumes() -> None:
         {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},  # the default volume size
     ]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts == {"data": "/var/lib/kvnode", "backups": "/backups", "restore": "/restore", "tmp": "/tmp"}
+    assert mounts == {
+        "data": "/var/lib/kvnode",
+        "backups": "/backups/store",
+        "restore": "/backups/restore",
+        "tmp": "/tmp",
+    }
+    assert env(build_statefulset(OWNER, spec, 3, CONFIG))["KVNODE_BACKUP_ROOT"]["value"] == "/backups"
     same = build_statefulset(OWNER, spec, 3, CONFIG, restore_claim="bk")["spec"]["template"]["spec"]
     assert [v["name"] for v in same["volumes"]] == ["backups", "tmp"]
 
@@ -168,7 +176,9 @@ def test_services_configmap_pdb() -> None:
     client = build_client_service(OWNER, spec)
     assert client["metadata"]["name"] == "demo" and client["spec"]["ports"][0]["port"] == 7100
     cm = build_configmap(OWNER, spec, 3, CONFIG)
-    assert cm["data"]["peers"] == ",".join(f"demo-{i}=demo-{i}.demo-headless.shop.svc:7100" for i in range(3))
+    assert cm["data"]["peers"] == ",".join(
+        f"demo-{i}=demo-{i}.demo-headless.shop.svc:7100/7001" for i in range(3)
+    )
     grown = build_configmap(OWNER, spec, 4, CONFIG)
     assert hash_of(grown) != hash_of(cm)
     pdb = build_pdb(OWNER, spec)

@@ -123,8 +123,30 @@ operator's code, and tests/operator grants exactly these to the operator under t
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end -}}
+
+{{/* The namespaces the operator serves, as a JSON list: operator.watchNamespaces, or the release
+namespace alone when that is empty; "[]" (every namespace) only with operator.clusterWide. */}}
+{{- define "kvstore.watchedNamespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- fail "operator.clusterWide serves every namespace: leave operator.watchNamespaces empty, or set clusterWide to false" -}}
+{{- end -}}
+{{- toJson list -}}
+{{- else -}}
+{{- toJson (.Values.operator.watchNamespaces | default (list .Release.Namespace)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The leader election's rules (operator/kvoperator/leader.py): a Lease in the operator's own

@@ -17,6 +17,17 @@ def _ports(spec: StoreSpec) -> list[Body]:
     ]
 
 
+def _peer_port(spec: StoreSpec) -> Body:
+    """Peers only: on the headless Service (which peers dial by pod name), never the client one."""
+    return {
+        "name": "peer",
+        "port": spec.peer_port,
+        "targetPort": "peer",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+
+
 def build_headless_service(owner: Mapping[str, Any], spec: StoreSpec) -> Body:
     store = owner["metadata"]["name"]
     service_spec: Body = {
@@ -25,7 +36,7 @@ def build_headless_service(owner: Mapping[str, Any], spec: StoreSpec) -> Body:
         # their peers stream data to them before they serve.
         "publishNotReadyAddresses": True,
         "selector": names.selector_labels(store),
-        "ports": _ports(spec),
+        "ports": [*_ports(spec), _peer_port(spec)],
     }
     body: Body = {
         "apiVersion": "v1",

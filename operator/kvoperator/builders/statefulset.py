@@ -9,6 +9,7 @@ from kvoperator import constants as c
 from kvoperator import names
 from kvoperator.builders.bucket_access import bucket_access
 from kvoperator.builders.common import Body, child_metadata, stamp_hash
+from kvoperator.builders.node_security import probe_checks, security_env, tls_mounts, tls_volumes
 from kvoperator.config import AddressMode, OperatorConfig
 from kvoperator.spec import StoreSpec
 
@@ -27,9 +28,10 @@ def node_env(store: str, spec: StoreSpec, config: OperatorConfig) -> list[Body]:
     """The node's settings, as the ``KVNODE_*`` variables that ``kvnode`` reads."""
     suffix = f"svc.{config.cluster_domain}" if config.cluster_domain else "svc"
     if config.address_mode is AddressMode.POD_IP:
-        advertise = f"$(POD_IP):{spec.port}"
+        host = "$(POD_IP)"
     else:
-        advertise = f"$(POD_NAME).{names.headless_service(store)}.$(POD_NAMESPACE).{suffix}:{spec.port}"
+        host = f"$(POD_NAME).{names.headless_service(store)}.$(POD_NAMESPACE).{suffix}"
+    advertise = f"{host}:{spec.port}"
     return [
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -46,6 +48,7 @@ def node_env(store: str, spec: StoreSpec, config: OperatorConfig) -> list[Body]:
         {"name": "KVNODE_REPLICATION_FACTOR", "value": str(spec.replication_factor)},
         {"name": "KVNODE_PARTITIONS", "value": str(spec.partitions)},
         {"name": "KVNODE_DEFAULT_CONSISTENCY", "value": spec.default_consistency},
+        *security_env(spec, config, host),
     ]
 
 
@@ -79,8 +82,8 @@ def build_statefulset(
     """The StatefulSet with ``replicas`` pods. ``restore_claim`` mounts the volume of the backup
     that ``spec.restoreFrom`` names, when it is not the store's own backup volume."""
     store = owner["metadata"]["name"]
-    mounts: list[Body] = [{"name": c.DATA_VOLUME, "mountPath": config.data_path}]
-    volumes: list[Body] = []
+    mounts: list[Body] = [{"name": c.DATA_VOLUME, "mountPath": config.data_path}, *tls_mounts(spec)]
+    volumes: list[Body] = tls_volumes(store, spec)
     if spec.backup is not None and spec.backup.claim_name:
         volumes.append(
             {"name": c.BACKUP_VOLUME, "persistentVolumeClaim": {"claimName": spec.backup.claim_name}}
@@ -97,6 +100,7 @@ def build_statefulset(
     bucket = bucket_access(spec)
     volumes += bucket.volumes
     mounts += bucket.mounts
+    ready_check, alive_check = probe_checks(spec)
     container: Body = {
         "name": c.CONTAINER_NAME,
         "image": spec.image or config.node_image,
@@ -105,18 +109,19 @@ def build_statefulset(
         "env": node_env(store, spec, config) + bucket.env,
         "ports": [
             {"name": "grpc", "containerPort": spec.port, "protocol": "TCP"},
+            {"name": "peer", "containerPort": spec.peer_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"},
         ],
         # Ready = the node serves ("" is NOT_SERVING while it rebuilds a lost volume from its peers).
         "readinessProbe": {
-            "grpc": {"port": spec.port, "service": c.HEALTH_READINESS_SERVICE},
+            **ready_check,
             "periodSeconds": 5,
             "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
         # Alive = the process answers at all; a rebuilding node is alive, just not ready.
         "livenessProbe": {
-            "grpc": {"port": spec.port, "service": c.HEALTH_LIVENESS_SERVICE},
+            **alive_check,
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
             "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
@@ -149,6 +154,8 @@ def build_statefulset(
             "fsGroupChangePolicy": "OnRootMismatch",
         },
         "containers": [container],
+        # Nodes never call the Kubernetes API: no token in the pod for an intruder to use.
+        "automountServiceAccountToken": False,
     }
     if bucket.env_from:
         container["envFrom"] = bucket.env_from

@@ -13,17 +13,21 @@ from kvoperator.steps import (
     backups,
     config,
     membership,
+    network_policy,
     pdb,
     pod_health,
     restore,
     services,
     statefulset,
     status,
+    tls,
 )
 
 STEPS: tuple[Step, ...] = (
     Step("config", config.run),
+    Step("tls", tls.run),  # before the StatefulSet: its pods mount the node certificate
     Step("services", services.run),
+    Step("network_policy", network_policy.run),
     Step("statefulset", statefulset.run),
     Step("pdb", pdb.run),
     Step("membership", membership.run),

@@ -51,7 +51,12 @@ async def run(p: Pass) -> None:
         return
     serving = observed.serving_addresses(p.ctx.config)
     decision = plan.plan_membership(
-        observed.name, spec.replicas, spec.replication_factor, observed.membership, serving
+        observed.name,
+        spec.replicas,
+        spec.replication_factor,
+        observed.membership,
+        serving,
+        observed.peer_addresses(serving),
     )
     _refusal(p, decision.refusal)
     failure = p.memory.failure(OPERATION)
@@ -85,14 +90,14 @@ def _refusal(p: Pass, refusal: str) -> None:
 
 
 def _work(p: Pass, action: plan.Action, seeds: list[str]) -> Work:
-    ctx = p.ctx
+    ctx, nodes = p.ctx, p.observed.nodes
 
     async def work(op: Operation) -> None:
         def progress(message: str) -> None:
             op.progress = message
 
         started = time.monotonic()
-        async with ctx.admin.reconfigurer(seeds, progress) as reconfig:
+        async with nodes.reconfigurer(seeds, progress) as reconfig:
             await _change(p, reconfig, action)
         ctx.metrics.membership_change_duration.labels(KINDS[type(action)]).observe(time.monotonic() - started)
 
@@ -108,7 +113,7 @@ async def _change(p: Pass, reconfig: MembershipChanger, action: plan.Action) -> 
         events.normal(store, "Bootstrapped", f"membership epoch 1: {members}")
     elif isinstance(action, plan.AddMember):
         events.normal(store, "MemberJoining", f"{action.member_id} joins; its partitions stream to it")
-        result = await reconfig.add(action.member_id, action.address)
+        result = await reconfig.add(action.member_id, action.address, action.peer_address)
         events.normal(store, "MemberAdded", f"{action.member_id} is an active member (epoch {result.epoch})")
     elif isinstance(action, plan.RemoveMember):
         events.normal(

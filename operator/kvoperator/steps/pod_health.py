@@ -11,7 +11,8 @@
   and ``kind="rebuild"`` in the repair metric), since the store runs on fewer replicas of its data
   until it ends.
 
-At most one pod is repaired per pass, and each repair is an event and a metric.
+At most one pod is repaired per pass, and each repair is an event and a metric. A pod that the
+StatefulSet's rolling update has yet to replace is left to the rollout.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ async def run(p: Pass) -> None:
         record = _report_rebuild(p, pod, probe, memory.pod(pod.name, pod.uid, pod.restart_count))
         if probe.rebuilding:
             p.report.progress("Rebuilding", f"{pod.name} is rebuilding its data from its peers")
-        if probe.healthy:
+        if probe.healthy or _outdated(p, pod):
             memory.healthy(pod.name)
             continue
         # A record is about one start of the container: a node the kubelet just restarted gets the
@@ -96,6 +97,16 @@ async def _force_delete(p: Pass, pod: PodView) -> None:
     p.report.wrote(message)
     p.ctx.metrics.repairs.labels(observed.namespace, observed.name, "force_delete_stuck").inc()
     p.ctx.events.warning(p.store, "ForceDeletedStuckPod", message)
+
+
+def _outdated(p: Pass, pod: PodView) -> bool:
+    """Whether the StatefulSet's rolling update is still to replace this pod. Such a pod is left to
+    the rollout: after an upgrade that turns TLS on, the old pods are plaintext and fail the
+    operator's TLS health checks, and restarting them too would take a second member away while the
+    rollout restarts another."""
+    status = (p.observed.statefulset or {}).get("status") or {}
+    update = status.get("updateRevision")
+    return bool(update and pod.revision and pod.revision != update)
 
 
 async def _restart(p: Pass, pod: PodView, failing: float, why: str) -> None:

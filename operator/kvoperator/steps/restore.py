@@ -94,7 +94,7 @@ def _restoring_member(p: Pass) -> str | None:
 
 
 def _work(p: Pass, source: RestoreSource, address: str, directory: str) -> Work:
-    ctx = p.ctx
+    ctx, nodes = p.ctx, p.observed.nodes
     store = p.store
     namespace, name = p.observed.namespace, p.observed.name
     started = format_time(p.now)
@@ -109,7 +109,7 @@ def _work(p: Pass, source: RestoreSource, address: str, directory: str) -> Work:
         await patch({**base, "phase": "Running", "startTime": started, "message": ""})
         ctx.events.normal(store, "RestoreStarted", f"replaying backup {source.backup_id} from {directory}")
         try:
-            reply = await ctx.admin.restore(address, directory, source.backup_id)
+            reply = await nodes.restore(address, directory, source.backup_id)
         except Exception as exc:
             await patch({**base, "phase": "Failed", "message": str(exc)})
             ctx.events.warning(

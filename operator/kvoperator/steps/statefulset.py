@@ -46,7 +46,7 @@ async def _shrink(p: Pass, current: int) -> None:
     observed = p.observed
     assert observed.spec is not None
     serving = list(observed.serving_addresses(p.ctx.config).values())
-    fresh = await p.ctx.admin.membership(serving)
+    fresh = await p.observed.nodes.membership(serving)
     if fresh is None:
         return
     target = plan.statefulset_replicas(

@@ -29,6 +29,7 @@ from kvoperator.node_admin import Health, NodeHealth, Progress
 from kvoperator.timestamps import format_micro_time
 
 from kvnode.api.v1 import admin_pb2
+from kvnode.client.credentials import Credentials
 from kvnode.core.errors import Unavailable
 from kvnode.core.membership import Member, Membership
 
@@ -70,6 +71,8 @@ class FakeKube:
         self.now = now  # when a graceful deletion starts
         self.objects: dict[tuple[Resource, str | None, str], Body] = {}
         self.calls: list[Call] = []
+        # Resource types this "cluster" has no API for (a CRD not installed): creating one is a 404.
+        self.missing_resources: set[Resource] = set()
 
     # -- for the test ----------------------------------------------------------------------------
 
@@ -114,6 +117,8 @@ class FakeKube:
     async def create(self, resource: Resource, namespace: str | None, body: Body) -> Body:
         name = body["metadata"]["name"]
         self.calls.append(Call("create", resource, namespace, name, copy.deepcopy(body)))
+        if resource in self.missing_resources:
+            raise kube.NotFound(404, "NotFound", "the server could not find the requested resource")
         if (resource, namespace, name) in self.objects:
             raise kube.Conflict(409, "AlreadyExists", f"{resource.plural} {name!r} already exists")
         stored = self._stamped(copy.deepcopy(body), namespace)
@@ -227,10 +232,11 @@ class FakeReconfigurer:
         await self._begin(f"install {membership.epoch}")
         self.admin.set_membership(membership)
 
-    async def add(self, member_id: str, address: str) -> Membership:
+    async def add(self, member_id: str, address: str, peer_address: str = "") -> Membership:
         await self._begin(f"add {member_id}")
         current = self.admin.newest()
-        members = (*(m for m in current.members if m.id != member_id), Member(member_id, address))
+        member = Member(member_id, address, peer_address=peer_address)
+        members = (*(m for m in current.members if m.id != member_id), member)
         return self.admin.set_membership(replace(current, epoch=current.epoch + 1, members=members))
 
     async def remove(self, member_id: str) -> Membership:
@@ -252,6 +258,11 @@ class FakeAdmin:
         self.restores: list[tuple[str, str, str]] = []
         self.restore_error: BaseException | None = None
         self.verify_problems: dict[str, list[str]] = {}  # node id -> problems its verification finds
+        self.credentials: list[Credentials | None] = []  # what each pass presented
+
+    def for_store(self, credentials: Credentials | None) -> FakeAdmin:
+        self.credentials.append(credentials)
+        return self
 
     def set_membership(self, membership: Membership) -> Membership:
         for node in self.nodes.values():

@@ -9,7 +9,7 @@ from kvoperator.node_admin import Health
 from kvoperator.steps import pod_health
 
 from kvnode.api.v1 import admin_pb2
-from tests.operator.steps.world import NS, World, at, pod_body
+from tests.operator.steps.world import NS, World, at, pod_body, statefulset_body
 
 
 def failing(world: World, ordinal: int) -> None:
@@ -151,3 +151,22 @@ async def test_a_new_pod_is_no_rebuild_and_is_reported_as_starting(world: World)
     world.pod(2, ready=False)
     p = await world.run(pod_health.run)
     assert ("MembersNotReady", "members whose pods are not Ready: kv-2") in p.report.degraded
+
+
+async def test_a_pod_the_rolling_update_has_yet_to_replace_is_left_to_it(world: World) -> None:
+    """After an upgrade to TLS the old pods are plaintext: they fail the operator's TLS health
+    checks, and the rollout, not the operator, replaces them one at a time."""
+    world.store()
+    world.pods(3)
+    for ordinal, revision in ((0, "kv-new"), (1, "kv-old"), (2, "kv-old")):
+        world.kube.objects[kube.PODS, NS, f"kv-{ordinal}"]["metadata"]["labels"][
+            "controller-revision-hash"
+        ] = revision
+    sts = statefulset_body(3)
+    sts["status"] = {"currentRevision": "kv-old", "updateRevision": "kv-new"}
+    world.kube.put(kube.STATEFULSETS, sts)
+    failing(world, 1)
+    failing(world, 0)
+    await world.run(pod_health.run, save=True)
+    await world.run(pod_health.run, now=at(600), save=True)
+    assert deletes(world) == [("kv-0", {"grace": None, "uid": "kv-0-uid"})]  # the new one, not kv-1

@@ -1,0 +1,117 @@
+"""A store with TLS on, with real nodes: the operator makes its CA and certificates, the node
+starts with them from the mounted Secret and takes a certificate issued again without a restart,
+and the operator reconciles it, takes and verifies a backup, and restores it into a new store, all
+as ``kvstore:admin`` over mutual TLS. Applications
+use the ``<store>-client-<role>`` Secrets; a client without a certificate gets nowhere.
+
+One node per store: the simulated pods have loopback IPs, which no node certificate names, and
+nodes check their peers' names (a multi-node TLS store runs in DNS mode: the kind suite).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kvoperator import kube
+
+from kvnode.client import Credentials, KVClient
+from kvnode.core.errors import KVError, PermissionDenied
+from kvnode.testing.processes import free_port, wait_for
+from kvnode.testing.tls import served_certificate
+from tests.operator.conftest import NAMESPACE, OperatorThread
+from tests.operator.helpers import is_available, wait_status
+from tests.operator.kubectl import Kubectl
+from tests.operator.manifests import kvbackup, kvstore
+from tests.operator.sim import ClusterSim
+from tests.operator.test_backup_restore import wait_backup
+
+KEYS = [b"tls-%03d" % i for i in range(50)]
+
+
+def secret_files(kubectl: Kubectl, secret: str) -> dict[str, bytes]:
+    body = kubectl.get(kube.SECRETS, NAMESPACE, secret)
+    assert body is not None, f"no Secret {secret}"
+    return {k: base64.b64decode(v) for k, v in body["data"].items()}
+
+
+def identity(kubectl: Kubectl, secret: str) -> Credentials:
+    """An application's identity from a Secret, as a pod mounting it would read the files."""
+    data = secret_files(kubectl, secret)
+    return Credentials(ca=data["ca.crt"], cert=data["tls.crt"], key=data["tls.key"], server_name="localhost")
+
+
+def renewed_in_place(kubectl: Kubectl, sim: ClusterSim, address: str, folder: Path) -> None:
+    """The node certificate issued again (its Secret deleted: the operator issues a new one) reaches
+    the running node through its mounted files: new connections get it, with no restart."""
+    folder.mkdir()
+    for name, data in secret_files(kubectl, "sec-client-read").items():
+        (folder / name).write_bytes(data)
+    client = (folder / "tls.crt", folder / "tls.key")
+    before = served_certificate(address, folder / "ca.crt", client)
+    process = sim.container("sec-0").process
+    kubectl.delete(kube.SECRETS, NAMESPACE, "sec-node-tls")
+    wait_for(
+        lambda: served_certificate(address, folder / "ca.crt", client) != before,
+        90,
+        "the node to serve its new certificate",
+    )
+    assert sim.container("sec-0").process is process and process.poll() is None
+
+
+def one_node_tls_store(name: str, port: int, **extra: Any) -> dict[str, Any]:
+    metrics = free_port()
+    return kvstore(
+        name, NAMESPACE, replicas=1, replication_factor=1, port=port, metrics_port=metrics, tls=True, **extra
+    )
+
+
+def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
+    kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread, tmp_path: Path
+) -> None:
+    port = free_port()
+    kubectl.create(kube.KVSTORES, NAMESPACE, one_node_tls_store("sec", port, backup_claim="backups"))
+    wait_status(kubectl, "sec", lambda s: is_available(s, 1), "Available over TLS", timeout=90)
+    assert kubectl.get(kube.NETWORK_POLICIES, NAMESPACE, "sec") is not None
+    address = sim.address("sec", 0, port)
+
+    with KVClient([address], credentials=identity(kubectl, "sec-client-write"), timeout=10) as writer:
+        for key in KEYS:
+            writer.put(key, key)
+    with KVClient([address], credentials=identity(kubectl, "sec-client-read"), timeout=10) as reader:
+        entry = reader.get(KEYS[0])
+        assert entry is not None and entry.value == KEYS[0]
+        with pytest.raises(PermissionDenied):
+            reader.put(b"not-mine", b"x")
+    with KVClient([address], timeout=3, retries=0) as anonymous, pytest.raises(KVError):
+        anonymous.get(KEYS[0])
+    renewed_in_place(kubectl, sim, address, tmp_path / "client")
+
+    kubectl.create(kube.KVBACKUPS, NAMESPACE, kvbackup("sec-snap", NAMESPACE, "sec"))
+    status = wait_backup(kubectl, "sec-snap", timeout=90)
+    assert status["phase"] == "Succeeded" and status["verified"] is True, status
+
+    copy_port = free_port()
+    copy = one_node_tls_store("sec-copy", copy_port, restore_from={"backupName": "sec-snap"})
+    kubectl.create(kube.KVSTORES, NAMESPACE, copy)
+    wait_status(
+        kubectl,
+        "sec-copy",
+        lambda s: is_available(s, 1) and (s.get("restore") or {}).get("phase") == "Succeeded",
+        "restored over TLS",
+        timeout=120,
+    )
+    copy_address = sim.address("sec-copy", 0, copy_port)
+    # Its own CA: the original store's client certificate is not trusted there.
+    foreign = identity(kubectl, "sec-client-read")
+    with KVClient([copy_address], credentials=foreign, timeout=3) as other, pytest.raises(KVError):
+        other.get(KEYS[0])
+    own = identity(kubectl, "sec-copy-client-read")
+    with KVClient([copy_address], credentials=own, timeout=10) as reader:
+
+        def restored() -> bool:
+            return all((e := reader.get(k)) is not None and e.value == k for k in KEYS)
+
+        wait_for(restored, 30, "every key restored")
