@@ -197,6 +197,12 @@ class Security:
         parse=address,
         help="address peers dial for the peer port (default: from --peers, else --peer-listen)",
     )
+    peer_server_name: str = setting(
+        "",
+        parse=str,
+        help="name to check every peer's certificate for, instead of the host dialed (for peers "
+        "addressed by IP, whose certificates name them by DNS only)",
+    )
     peer_cert_file: Path | None = file_setting(
         "PEM certificate the peer port serves and presents when dialing peers"
     )

@@ -339,6 +339,7 @@ class Node:
             metrics=self.metrics,
             in_flight=self.in_flight,
             credentials=self.security.dial_credentials(),
+            server_name=self.config.security.peer_server_name,
         )
 
     # -- background work ---------------------------------------------------------------------

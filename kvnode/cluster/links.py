@@ -73,6 +73,7 @@ class PeerLink:
         metrics: NodeMetrics,
         in_flight: InFlight | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        server_name: str = "",
     ) -> None:
         self.id = member_id
         self.address = address
@@ -82,11 +83,13 @@ class PeerLink:
         self._adopt = adopt
         self._timeout = timeout
         self._metrics = metrics
-        self._channel = (
-            grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
-            if credentials is None
-            else grpc.aio.secure_channel(address, credentials, options=PEER_CHANNEL_OPTIONS)
-        )
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
+        else:
+            # A peer addressed by IP is checked against the name its certificate carries.
+            named = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            options = PEER_CHANNEL_OPTIONS + named
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         pressure = (in_flight or InFlight()).pressure

@@ -113,11 +113,13 @@ def test_a_bucket_needs_no_volume_but_its_credentials_and_key() -> None:
     }
     spec = parse_store_spec({"backup": {"objectStore": target}})
     pod = build_statefulset(OWNER, spec, 3, CONFIG)["spec"]["template"]["spec"]
-    assert pod["volumes"][0] == {
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes.pop("backup-hmac-key") == {
         "name": "backup-hmac-key",
         "secret": {"secretName": "key", "items": [{"key": "hmac-key", "path": "hmac-key"}]},
     }
-    assert [v["name"] for v in pod["volumes"]] == ["backup-hmac-key", "tmp"]
+    assert "backups" not in volumes  # no backup volume, only the TLS files and /tmp besides the key
+    assert {v.get("secret", {}).get("secretName") for v in volumes.values()} <= {"demo-node-tls", None}
     container = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KVNODE_BACKUP_HMAC_KEY_FILE"] == "/etc/kvstore/backup-hmac/hmac-key"
@@ -136,7 +138,7 @@ def test_a_bucket_needs_no_volume_but_its_credentials_and_key() -> None:
         }
     )
     pod = build_statefulset(OWNER, identity, 3, CONFIG)["spec"]["template"]["spec"]
-    assert [v["name"] for v in pod["volumes"]] == ["backup-hmac-key", "tmp"]
+    assert [v["name"] for v in pod["volumes"]] == ["tls", "backup-hmac-key", "tmp"]
     assert pod["serviceAccountName"] == "kv-irsa" and "envFrom" not in pod["containers"][0]
     names_ = {e["name"] for e in pod["containers"][0]["env"]}
     assert "AWS_ENDPOINT_URL" not in names_ and "AWS_REGION" not in names_  # AWS S3, the SDK's region
@@ -146,7 +148,8 @@ def test_an_encryption_key_is_mounted_beside_the_signing_key() -> None:
     target = {"bucket": "bkt", "hmacKeySecret": {"name": "k"}, "encryptionKeySecret": {"name": "enc"}}
     pod = build_statefulset(OWNER, parse_store_spec({"backup": {"objectStore": target}}), 3, CONFIG)
     spec = pod["spec"]["template"]["spec"]
-    assert spec["volumes"][1] == {
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["backup-encryption-key"] == {
         "name": "backup-encryption-key",
         "secret": {"secretName": "enc", "items": [{"key": "encryption-key", "path": "encryption-key"}]},
     }

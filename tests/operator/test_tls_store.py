@@ -4,8 +4,9 @@ and the operator reconciles it, takes and verifies a backup, and restores it int
 as ``kvstore:admin`` over mutual TLS. Applications
 use the ``<store>-client-<role>`` Secrets; a client without a certificate gets nowhere.
 
-One node per store: the simulated pods have loopback IPs, which no node certificate names, and
-nodes check their peers' names (a multi-node TLS store runs in DNS mode: the kind suite).
+A store of three then scales with peer mTLS: its simulated pods are addressed by loopback IPs,
+which no node certificate names, so nodes check their peers' certificates for the store's Service
+name (``--peer-server-name``), as in pod-IP addressing on a real cluster.
 """
 
 from __future__ import annotations
@@ -115,3 +116,26 @@ def test_a_tls_store_is_served_backed_up_and_restored_over_mutual_tls(
             return all((e := reader.get(k)) is not None and e.value == k for k in KEYS)
 
         wait_for(restored, 30, "every key restored")
+
+
+def test_a_tls_store_of_three_replicates_over_peer_mtls_and_scales(
+    kubectl: Kubectl, sim: ClusterSim, operator: OperatorThread
+) -> None:
+    port = free_port()
+    trio = kvstore("trio", NAMESPACE, replicas=3, port=port, metrics_port=free_port(), tls=True)
+    kubectl.create(kube.KVSTORES, NAMESPACE, trio)
+    wait_status(kubectl, "trio", lambda s: is_available(s, 3), "3 members over TLS", timeout=120)
+    with KVClient([sim.address("trio", 0, port)], credentials=identity(kubectl, "trio-client-write")) as kv:
+        for key in KEYS:
+            kv.put(key, key, consistency="ALL")  # every replica, over the peer ports
+
+    kubectl.patch(kube.KVSTORES, NAMESPACE, "trio", {"spec": {"replicas": 4}})
+    wait_status(kubectl, "trio", lambda s: is_available(s, 4), "4 members over TLS", timeout=120)
+    reader = identity(kubectl, "trio-client-read")
+    with KVClient([sim.address("trio", 3, port)], credentials=reader, route=False, timeout=10) as kv:
+        assert all((e := kv.get(k, consistency="ALL")) is not None and e.value == k for k in KEYS)
+
+    kubectl.patch(kube.KVSTORES, NAMESPACE, "trio", {"spec": {"replicas": 3}})
+    wait_status(kubectl, "trio", lambda s: is_available(s, 3), "back to 3 members", timeout=120)
+    with KVClient([sim.address("trio", 0, port)], credentials=reader, route=False, timeout=10) as kv:
+        assert all((e := kv.get(k, consistency="ALL")) is not None and e.value == k for k in KEYS)

@@ -131,3 +131,23 @@ def test_a_plaintext_peer_port_still_serves_no_admin_call_but_get_membership(tmp
                 PermissionDenied, match="peer port serves Replica and Admin/GetMembership only"
             ):
                 admin.delete_backup(str(tmp_path), "kv-0", address=peer_port)
+
+
+def test_peers_dialed_by_ip_check_the_name_their_certificates_carry(tmp_path: Path) -> None:
+    """On Kubernetes with pod-IP addressing, peers dial each other by IP, which no certificate
+    names (pods get their IPs after the certificate is issued): `--peer-server-name` checks every
+    peer's certificate for the store's DNS name instead. Without it these peers, whose peer
+    certificates name only `kv.internal`, fail every handshake and never replicate."""
+    pki = TestPKI(tmp_path / "pki")
+    with ProcessCluster(tmp_path, 3, partitions=16, pki=pki, peer_ports=True) as cluster:
+        for node in cluster.nodes:
+            cert, key = pki.ca.node(node.node_id, ["kv.internal"]).write(pki.root / "peer", node.node_id)
+            node.extra_args = ["--peer-cert-file", str(cert), "--peer-key-file", str(key)]
+            node.extra_args += ["--peer-server-name", "kv.internal"]
+        cluster.start()
+        with KVClient(cluster.endpoints, credentials=cluster.credentials, timeout=10) as kv:
+            for i in range(20):
+                kv.put(f"k{i}", f"v{i}", consistency="ALL")  # every replica, over the peer port
+            assert [kv.get(f"k{i}", consistency="ALL").value for i in range(20)] == [  # type: ignore[union-attr]
+                f"v{i}".encode() for i in range(20)
+            ]

@@ -22,11 +22,13 @@ def _tls_file(name: str) -> str:
     return f"{c.TLS_MOUNT}/{name}"
 
 
-def security_env(spec: StoreSpec, config: OperatorConfig, host: str) -> list[Body]:
+def security_env(store: str, spec: StoreSpec, config: OperatorConfig, host: str) -> list[Body]:
     """The peer port (every node, TLS or not), the backup root, and the TLS files when TLS is on.
 
     One key pair serves the client, peer and metrics ports and dials the peers (its O is
-    ``kvstore:peer``, its EKU both server and client auth)."""
+    ``kvstore:peer``, its EKU both server and client auth). Peers check each other's certificate for
+    the client Service's name, which it always carries, as the operator does: in pod-IP addressing
+    no certificate can name the pods' addresses, which are only known once they run."""
     env: list[Body] = [
         {"name": "KVNODE_PEER_LISTEN", "value": f"0.0.0.0:{spec.peer_port}"},
         {"name": "KVNODE_PEER_ADVERTISE", "value": f"{host}:{spec.peer_port}"},
@@ -42,6 +44,7 @@ def security_env(spec: StoreSpec, config: OperatorConfig, host: str) -> list[Bod
             {"name": f"{prefix}TRUSTED_CA_FILE", "value": ca},
         ]
     env += [
+        {"name": "KVNODE_PEER_SERVER_NAME", "value": f"{names.client_service(store)}.$(POD_NAMESPACE).svc"},
         {"name": "KVNODE_METRICS_CERT_FILE", "value": cert},
         {"name": "KVNODE_METRICS_KEY_FILE", "value": key},
     ]

@@ -48,7 +48,7 @@ def node_env(store: str, spec: StoreSpec, config: OperatorConfig) -> list[Body]:
         {"name": "KVNODE_REPLICATION_FACTOR", "value": str(spec.replication_factor)},
         {"name": "KVNODE_PARTITIONS", "value": str(spec.partitions)},
         {"name": "KVNODE_DEFAULT_CONSISTENCY", "value": spec.default_consistency},
-        *security_env(spec, config, host),
+        *security_env(store, spec, config, host),
     ]
 
 

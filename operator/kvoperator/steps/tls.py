@@ -23,7 +23,6 @@ from kvoperator.builders.tls import (
     secret_data,
 )
 from kvoperator.children import ensure
-from kvoperator.config import AddressMode
 from kvoperator.passes import Pass
 from kvoperator.spec import IssuerRef
 
@@ -34,12 +33,6 @@ async def run(p: Pass) -> None:
     spec = p.observed.spec
     if spec is None or not spec.tls.enabled:
         return
-    if p.ctx.config.address_mode is AddressMode.POD_IP and spec.replicas > 1:
-        p.report.degrade(
-            "TLSNeedsDNSAddressing",
-            "members are addressed by pod IP, which no node certificate names, and nodes check their "
-            "peers' names: set KVSTORE_OPERATOR_ADDRESS_MODE=dns, or spec.tls.enabled to false",
-        )
     wanted = identities(p.observed.name, p.observed.namespace, p.ctx.config)
     if spec.tls.issuer_ref is not None:
         await _by_cert_manager(p, spec.tls.issuer_ref, wanted)

@@ -157,12 +157,3 @@ async def test_an_issuer_ref_without_cert_manager_says_so(world: World) -> None:
     world.kube.missing_resources.add(kube.CERTIFICATES)
     p = await world.run(tls.run)
     assert [reason for reason, _ in p.report.degraded] == ["CertManagerMissing"]
-
-
-async def test_pod_ip_addressing_with_several_members_is_reported(world: World) -> None:
-    """The step tests address members by pod IP, as clusters without pod DNS do."""
-    world.store(replicas=3)
-    p = await world.run(tls.run)
-    assert [reason for reason, _ in p.report.degraded] == ["TLSNeedsDNSAddressing"]
-    world.edit(replicas=1)
-    assert (await world.run(tls.run)).report.degraded == []
