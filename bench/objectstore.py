@@ -21,7 +21,6 @@ import os
 import secrets
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if __name__ == "__main__" and __package__ in (None, ""):
@@ -32,29 +31,10 @@ from obstore.store import S3Store
 
 from bench.common import say, table, work_dir
 from kvnode.backup.objectstore import WRITE_BUFFER, WRITE_PARTS
-from kvnode.client import KVClient
+from kvnode.testing.fill import MB, fill
 from kvnode.testing.memory import PeakMemory
 from kvnode.testing.processes import ProcessCluster
 from kvnode.testing.s3server import S3Server
-
-MB = 1_000_000
-VALUE = 1024
-BATCH = 1000
-
-
-def fill(cluster: ProcessCluster, megabytes: int) -> int:
-    """Write about ``megabytes`` MB of 1 KiB values (random hex: they compress about 2:1)."""
-    batches = max(1, megabytes * MB // (VALUE * BATCH))
-
-    def one(batch: int) -> None:
-        with KVClient(cluster.endpoints) as client:
-            value = secrets.token_hex
-            values = {b"k%06d-%04d" % (batch, i): value(VALUE // 2).encode() for i in range(BATCH)}
-            client.batch_write(puts=values)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(batches)))
-    return batches * BATCH * VALUE
 
 
 def library_upload(s3: S3Server, bucket: str, source: Path) -> float:
@@ -84,7 +64,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
         node_args = ["--backup-hmac-key-file", str(key), "--max-map-size", "0"]
         with ProcessCluster(root / "source", size=1, extra_args=node_args, env=s3.env) as source:
             source.start()
-            data = fill(source, args.mb)
+            data = fill(source.endpoints, args.mb)
             with PeakMemory([source[0].pid]) as memory:
                 memory.reset()
                 before = memory.now()
