@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnode.api.v1 import admin_pb2
-from kvnode.core.errors import KVError
+from kvnode.core.errors import FailedPrecondition, InvalidArgument, KVError, PermissionDenied
 from kvnode.core.names import check_backup_id
 from kvoperator import kube
 from kvoperator.context import OperatorContext
@@ -35,6 +35,12 @@ class NotReadyForBackup(Exception):
 
 class BackupFailed(Exception):
     """The backup cannot succeed (a permanent failure)."""
+
+
+# What a node answers when no retry can help until someone changes the setup: a missing bucket,
+# credentials the object store refused, a node without the signing key, a folder it cannot write
+# or outside its --backup-root. The KVBackup fails at once, saying which, instead of retrying.
+REFUSALS = (FailedPrecondition, InvalidArgument, PermissionDenied)
 
 
 @dataclass(frozen=True)
@@ -168,11 +174,15 @@ async def _patch(ctx: OperatorContext, target: Target, status: dict[str, Any]) -
 async def _take_snapshots(
     admin: NodeAdminApi, members: dict[str, str], directory: str, backup_id: str
 ) -> None:
-    """Every member's snapshot at once; a failed one is retried with the whole backup."""
+    """Every member's snapshot at once; a failed one is retried with the whole backup, unless the
+    node refused it for a reason no retry changes."""
     snapshots = await asyncio.gather(
         *(admin.backup(address, directory, backup_id) for address in members.values()),
         return_exceptions=True,
     )
+    refused = [f"{m}: {s}" for m, s in zip(members, snapshots, strict=True) if isinstance(s, REFUSALS)]
+    if refused:
+        raise BackupFailed("snapshot refused on " + "; ".join(refused))
     errors = [f"{m}: {s}" for m, s in zip(members, snapshots, strict=True) if isinstance(s, BaseException)]
     if errors:
         raise NotReadyForBackup("snapshot failed on " + "; ".join(errors))

@@ -12,6 +12,7 @@ from kvoperator.backups import BackupFailed, NotReadyForBackup, run_backup
 from kvoperator.node_admin import Health
 
 from kvnode.api.v1 import admin_pb2
+from kvnode.core.errors import FailedPrecondition
 from tests.operator.steps.world import NS, World
 
 
@@ -82,6 +83,21 @@ async def test_a_failed_snapshot_is_retried(world: World) -> None:
     ):
         await run_backup(world.ctx, body)
     assert backup_status(world)["phase"] == "Running"
+
+
+async def test_a_snapshot_the_node_refuses_fails_for_good_saying_why(world: World) -> None:
+    """A missing bucket or refused credentials: retrying cannot help until someone fixes the setup."""
+    ready(world)
+
+    async def refused(address: str, directory: str, backup_id: str) -> admin_pb2.BackupManifest:
+        if address.startswith("10.0.0.2"):
+            raise FailedPrecondition("bucket 'nightly' does not exist (NoSuchBucket)")
+        return admin_pb2.BackupManifest(node_id="x")
+
+    world.admin.backup = refused  # type: ignore[method-assign]
+    why = re.escape("snapshot refused on kv-1: bucket 'nightly' does not exist")
+    with pytest.raises(BackupFailed, match=why):
+        await run_backup(world.ctx, kvbackup(world))
 
 
 async def test_a_backup_of_a_missing_store_fails_for_good(world: World) -> None:
