@@ -52,6 +52,7 @@ EVERYTHING_SET = NodeConfig(
         trusted_ca_file=Path("/tls/ca.crt"),
         peer_listen="0.0.0.0:7101",
         peer_advertise="kv-7.peers:7101",
+        peer_server_name="kv.peers.svc",
         peer_cert_file=Path("/peer/tls.crt"),
         peer_key_file=Path("/peer/tls.key"),
         peer_trusted_ca_file=Path("/peer/ca.crt"),
